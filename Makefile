@@ -1,0 +1,30 @@
+# The two commands of a fresh machine: `make demo` and `make test`. Each builds .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench-intake clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mes-rollout demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy mes_rollout enrolment notifications migration validation dags
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench-intake: $(STAMP)
+	$(BIN)/mes-rollout bench intake --rows 1000000
+
+clean:
+	rm -rf $(VENV) var

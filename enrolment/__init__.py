@@ -1,0 +1,1 @@
+"""Enrolment: the register, waves, eligibility, the opt-out window and the spaces."""

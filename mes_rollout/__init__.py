@@ -1,0 +1,1 @@
+"""Shared plumbing of mes-rollout: configuration, database access, audit trail, CLI."""

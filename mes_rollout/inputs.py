@@ -1,0 +1,77 @@
+"""Bookkeeping of input files: one row per file read, and its quarantined rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from mes_rollout.constants import FileKind
+
+
+@dataclass(frozen=True)
+class Rejection:
+    line_no: int
+    reason_code: str
+    detail: str
+    record_key: str | None = None
+
+
+def previous_load(connection: Connection, kind: FileKind, sha256: str) -> int | None:
+    """The id of an earlier complete load of a file with the same content, if any."""
+    row = connection.execute(
+        text("SELECT id FROM input_files WHERE kind = :kind AND sha256 = :sha ORDER BY id LIMIT 1"),
+        {"kind": kind.value, "sha": sha256},
+    ).first()
+    return int(row[0]) if row else None
+
+
+def start(connection: Connection, kind: FileKind, path: Path, sha256: str, run_id: str, now: dt.datetime) -> int:
+    row = connection.execute(
+        text(
+            "INSERT INTO input_files (kind, path, sha256, run_id, loaded_at)"
+            " VALUES (:kind, :path, :sha, :run_id, :now) RETURNING id"
+        ),
+        {"kind": kind.value, "path": str(path), "sha": sha256, "run_id": run_id, "now": now},
+    ).one()
+    return int(row[0])
+
+
+def quarantine(connection: Connection, input_file_id: int, kind: FileKind, rejections: Iterable[Rejection]) -> int:
+    params = [
+        {
+            "file_id": input_file_id,
+            "kind": kind.value,
+            "line": rejection.line_no,
+            "reason": rejection.reason_code,
+            "detail": rejection.detail,
+            "key": rejection.record_key,
+        }
+        for rejection in rejections
+    ]
+    if params:
+        connection.execute(
+            text(
+                "INSERT INTO quarantine (input_file_id, file_kind, line_no, reason_code, detail, record_key)"
+                " VALUES (:file_id, :kind, :line, :reason, :detail, :key)"
+            ),
+            params,
+        )
+    return len(params)
+
+
+def finish(
+    connection: Connection, input_file_id: int, *, read: int, accepted: int, quarantined: int, warnings: int
+) -> None:
+    if read != accepted + quarantined:
+        raise AssertionError(f"input rows do not reconcile: read {read} != {accepted} + {quarantined}")
+    connection.execute(
+        text(
+            "UPDATE input_files SET rows_read = :read, rows_accepted = :accepted,"
+            " rows_quarantined = :quarantined, warnings = :warnings WHERE id = :id"
+        ),
+        {"read": read, "accepted": accepted, "quarantined": quarantined, "warnings": warnings, "id": input_file_id},
+    )

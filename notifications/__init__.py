@@ -1,0 +1,1 @@
+"""Notifications: templates, email sending, AFNOR letters and delivery feedback."""
