@@ -71,3 +71,70 @@ class DocumentOutcome(StrEnum):
     MIGRATED = "migrated"
     HELD_BACK = "held_back"
     SKIPPED = "skipped"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    LETTER = "letter"
+
+
+class WaveState(StrEnum):
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DRY_RUN = "dry_run"  # counted only; nothing was written for the people
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class EnrolmentState(StrEnum):
+    """Where a person is in the rollout; the absence of a row means: not yet in any wave."""
+
+    PLANNED = "planned"  # a notification is created for them, not yet sent
+    NOTIFIED = "notified"  # a message reached them (sent / posted): the opt-out window runs
+    UNREACHABLE = "unreachable"  # no usable email nor printable address, or the letter came back
+    OPPOSED = "opposed"  # opposition on or before the deadline
+    LATE_OPPOSED = "late_opposed"  # opposition after the deadline, before a space existed
+    CREATED = "created"  # the space exists (activation or automatic creation)
+    CLOSED = "closed"  # opposition after creation: the space was closed
+    CANCELLED_DECEASED = "cancelled_deceased"  # death recorded before creation
+
+
+class NotificationStatus(StrEnum):
+    """Email: created -> sending -> sent -> delivered | temporary_failure | permanent_failure |
+    technical_failure. Letter: created -> printed -> posted -> returned."""
+
+    CREATED = "created"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    TEMPORARY_FAILURE = "temporary_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+    TECHNICAL_FAILURE = "technical_failure"
+    PRINTED = "printed"
+    POSTED = "posted"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"  # never sent: the wave was rejected or everyone it was for died
+
+
+class SpaceState(StrEnum):
+    ACTIVE = "active"
+    CLOSED = "closed"  # data archived for 10 years
+    PURGE_SCHEDULED = "purge_scheduled"  # deletion requested: purged within 3 months
+    DELETED = "deleted"
+
+
+class SpaceCause(StrEnum):
+    ACTIVATION = "activation"
+    AUTOMATIC = "automatic"
+
+
+class DecisionEvent(StrEnum):
+    OPPOSITION = "opposition"
+    ACTIVATION = "activation"
+    CLOSURE = "closure"
+    DELETION = "deletion"
+
+
+# Airflow Assets (by URI) linking the DAGs: space creation -> DMP migration, wave approval -> sending.
+SPACES_CREATED_ASSET = "mes-rollout://spaces/created"
+WAVE_APPROVED_ASSET = "mes-rollout://waves/approved"

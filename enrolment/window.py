@@ -1,0 +1,152 @@
+"""The opt-out window: the one function that computes a deadline, and the start of a window."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, text
+
+from mes_rollout.config import OptOutWindow
+from mes_rollout.constants import EnrolmentState
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def add_calendar_months(day: dt.date, months: int) -> dt.date:
+    """Same day number `months` later, clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def last_day_to_oppose(send_date: dt.date, window: OptOutWindow) -> dt.date:
+    """The last calendar day on which an opposition is in time, for a message sent on send_date."""
+    return add_calendar_months(send_date, window.months) + dt.timedelta(weeks=window.weeks, days=window.days)
+
+
+def opt_out_deadline(send_date: dt.date, window: OptOutWindow) -> dt.datetime:
+    """The instant the window closes: the end of the last day, Europe/Paris time, as an aware UTC time.
+
+    An answer received at or before this instant is in time (`received_at <= deadline`).
+    """
+    last_day = last_day_to_oppose(send_date, window)
+    end_of_day = dt.datetime.combine(last_day, dt.time(23, 59, 59, 999_999), tzinfo=PARIS)
+    return end_of_day.astimezone(dt.UTC)
+
+
+def start_window(
+    connection: Connection,
+    notification_id: str,
+    send_date: dt.date,
+    window: OptOutWindow,
+    *,
+    run_id: str,
+    now: dt.datetime,
+) -> int:
+    """The message reached its recipient on send_date: the window of every person it is for starts
+    (again, for a fallback letter). Returns how many enrolments it started; audited per person."""
+    deadline = opt_out_deadline(send_date, window)
+    sent_at = dt.datetime.combine(send_date, dt.time(12, 0), tzinfo=PARIS).astimezone(dt.UTC)
+    params = {
+        "notification_id": notification_id,
+        "deadline": deadline,
+        "sent_at": sent_at,
+        "now": now,
+        "run_id": run_id,
+        "notified": EnrolmentState.NOTIFIED.value,
+        "planned": EnrolmentState.PLANNED.value,
+    }
+    open_states = "(:planned, :notified)"
+    connection.execute(
+        text(
+            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id,"
+            " details)"
+            " SELECT :now, 'enrolment', e.nir, 'window_started', e.state, :notified,"
+            " 'message ' || :notification_id || ' sent', :run_id, NULL"
+            " FROM enrolments e JOIN notification_members m ON m.nir = e.nir"
+            f" WHERE m.notification_id = :notification_id AND e.state IN {open_states}"  # noqa: S608
+        ),
+        params,
+    )
+    result = connection.execute(
+        text(
+            "UPDATE enrolments SET state = :notified, notified_at = :sent_at, opt_out_deadline = :deadline,"
+            " updated_at = :now"
+            " WHERE nir IN (SELECT nir FROM notification_members WHERE notification_id = :notification_id)"
+            f" AND state IN {open_states}"  # noqa: S608
+        ),
+        params,
+    )
+    return max(result.rowcount, 0)
+
+
+def mark_unreachable(
+    connection: Connection, notification_id: str, reason: str, *, run_id: str, now: dt.datetime
+) -> int:
+    """No channel is left for the people a message was for: the window does not run for them."""
+    params = {
+        "notification_id": notification_id,
+        "reason": reason,
+        "run_id": run_id,
+        "now": now,
+        "unreachable": EnrolmentState.UNREACHABLE.value,
+        "planned": EnrolmentState.PLANNED.value,
+        "notified": EnrolmentState.NOTIFIED.value,
+    }
+    where = (
+        " WHERE nir IN (SELECT nir FROM notification_members WHERE notification_id = :notification_id)"
+        " AND state IN (:planned, :notified)"
+    )
+    connection.execute(
+        text(
+            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
+            " SELECT :now, 'enrolment', nir, 'unreachable', state, :unreachable, :reason, :run_id"
+            " FROM enrolments" + where  # noqa: S608
+        ),
+        params,
+    )
+    result = connection.execute(
+        text(
+            "UPDATE enrolments SET state = :unreachable, state_reason = :reason, opt_out_deadline = NULL,"
+            " updated_at = :now" + where  # noqa: S608
+        ),
+        params,
+    )
+    return max(result.rowcount, 0)
+
+
+def suspend_window(
+    connection: Connection, notification_id: str, reason: str, *, run_id: str, now: dt.datetime
+) -> int:
+    """The message did not reach them after all (permanent email failure): back to planned, no
+    deadline, until the fallback letter is posted and starts a new window."""
+    params = {
+        "notification_id": notification_id,
+        "reason": reason,
+        "run_id": run_id,
+        "now": now,
+        "planned": EnrolmentState.PLANNED.value,
+        "notified": EnrolmentState.NOTIFIED.value,
+    }
+    where = (
+        " WHERE nir IN (SELECT nir FROM notification_members WHERE notification_id = :notification_id)"
+        " AND state = :notified"
+    )
+    connection.execute(
+        text(
+            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
+            " SELECT :now, 'enrolment', nir, 'window_suspended', state, :planned, :reason, :run_id"
+            " FROM enrolments" + where  # noqa: S608
+        ),
+        params,
+    )
+    result = connection.execute(
+        text(
+            "UPDATE enrolments SET state = :planned, state_reason = :reason, opt_out_deadline = NULL,"
+            " updated_at = :now" + where  # noqa: S608
+        ),
+        params,
+    )
+    return max(result.rowcount, 0)
