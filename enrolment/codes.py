@@ -57,9 +57,10 @@ def provisional_code(key: bytes, nir: str) -> str:
     return "".join(symbols)
 
 
-def code_hash(code: str) -> str:
-    """What the database keeps of a code (the website checks a typed code against it)."""
-    return hashlib.sha256(code.encode()).hexdigest()
+def code_hash(nir: str, code: str) -> str:
+    """What the database keeps of a code (the website checks a typed code against it). Salted with
+    the NIR, so that one table of hashes cannot be matched against every person at once."""
+    return hashlib.sha256(f"{nir}:{code}".encode()).hexdigest()
 
 
 def formatted(code: str) -> str:
