@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-intake: $(STAMP)
-	$(BIN)/mes-rollout bench intake --rows 1000000
+	$(BIN)/mes-rollout bench-intake --rows 1000000
 
 clean:
 	rm -rf $(VENV) var
