@@ -60,6 +60,9 @@ class HoldBackReason(StrEnum):
     CONTENT_MISSING = "CONTENT_MISSING"
     SIZE_MISMATCH = "SIZE_MISMATCH"
     HASH_MISMATCH = "HASH_MISMATCH"
+    # Added by the migration (the generator does not plant these): a chain must be carried whole.
+    CHAIN_FORK = "CHAIN_FORK"  # two versions replace the same one: no single current version
+    CHAIN_VERSION_HELD_BACK = "CHAIN_VERSION_HELD_BACK"  # another version of its chain was held back
 
 
 class SkipReason(StrEnum):
@@ -138,3 +141,105 @@ class DecisionEvent(StrEnum):
 # Airflow Assets (by URI) linking the DAGs: space creation -> DMP migration, wave approval -> sending.
 SPACES_CREATED_ASSET = "mes-rollout://spaces/created"
 WAVE_APPROVED_ASSET = "mes-rollout://waves/approved"
+
+
+# --- DMP migration (owned by migration/) -------------------------------------------------------
+
+
+class DmpIntakeReason(StrEnum):
+    """Why a row of the DMP extract was quarantined at intake (it is not staged at all).
+
+    Only rows that cannot be staged are quarantined here; a row that can be staged but breaks a
+    migration rule is staged and later held back with a `HoldBackReason`.
+    """
+
+    MISSING_FIELD = "MISSING_FIELD"
+    BAD_TIMESTAMP = "BAD_TIMESTAMP"  # not ISO 8601 with an offset
+    BAD_DATE = "BAD_DATE"  # date_naissance is not YYYY-MM-DD
+    BAD_SIZE = "BAD_SIZE"  # size is not a whole number of bytes
+    BAD_STATUS = "BAD_STATUS"  # not one of the statuses INPUTS.md lists
+    DUPLICATE_DMP = "DUPLICATE_DMP"  # the same dmp_id earlier in dmp.csv: the first wins
+    DUPLICATE_ENTRY = "DUPLICATE_ENTRY"  # the same entry_uuid earlier in documents.csv: the first wins
+    UNKNOWN_DMP = "UNKNOWN_DMP"  # a document of a dmp_id that no DMP row (of this or an earlier extract) has
+
+
+class VersionRole(StrEnum):
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+
+
+class DmpStatus(StrEnum):
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class DocumentStatus(StrEnum):
+    APPROVED = "Approved"
+    DEPRECATED = "Deprecated"
+    ARCHIVED = "Archived"
+    DELETED = "Deleted"
+
+
+class MigrationRunState(StrEnum):
+    """classifying -> classified -> committing -> committed -> succeeded; stopped (quality gate) and
+    failed (validation) end a run without it going further."""
+
+    CLASSIFYING = "classifying"
+    CLASSIFIED = "classified"
+    STOPPED = "stopped"  # the hold-back rate passed the threshold: nothing was committed
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a validation that must pass did not
+
+
+class MigrationBatchState(StrEnum):
+    PLANNED = "planned"
+    CLASSIFIED = "classified"
+    COMMITTED = "committed"
+
+
+class DeliveryErrorKind(StrEnum):
+    """What an email client error means for the message (the caller decides from this, never from text)."""
+
+    TEMPORARY = "temporary"  # 4xx, timeout, refused or dropped connection: retry with backoff
+    PERMANENT = "permanent"  # 5xx on the recipient: the address is bad, a letter is queued instead
+    TECHNICAL = "technical"  # the relay refuses the message itself (5xx outside RCPT): no retry, letter
+
+
+class FeedbackStatus(StrEnum):
+    """The statuses a feedback.csv line may carry (INPUTS.md)."""
+
+    DELIVERED = "delivered"
+    PERMANENT_FAILURE = "permanent_failure"
+    TEMPORARY_FAILURE = "temporary_failure"
+    RETURNED = "returned"
+
+
+class FeedbackReason(StrEnum):
+    """Why a feedback line was quarantined."""
+
+    MISSING_FIELD = "MISSING_FIELD"
+    BAD_STATUS = "BAD_STATUS"
+    BAD_TIMESTAMP = "BAD_TIMESTAMP"  # not ISO 8601 with an offset
+    UNKNOWN_NOTIFICATION = "UNKNOWN_NOTIFICATION"
+    IMPOSSIBLE_TRANSITION = "IMPOSSIBLE_TRANSITION"  # e.g. returned on an email, delivered after a bounce
+
+
+class UnreachableReason(StrEnum):
+    """Why the people a message was for are left unreachable (enrolments.state_reason)."""
+
+    EMAIL_FAILED_NO_ADDRESS = "EMAIL_FAILED_NO_ADDRESS"  # the email failed and no printable address
+    ADDRESS_NOT_PRINTABLE = "ADDRESS_NOT_PRINTABLE"  # a letter was due but the address cannot be printed
+    LETTER_RETURNED = "LETTER_RETURNED"  # NPAI: n'habite pas à l'adresse indiquée
+
+
+class PrintBatchState(StrEnum):
+    PRINTED = "printed"  # the PDF and the manifest are written
+    POSTED = "posted"  # handed to the print provider: the letters' windows start
+
+
+# The Airflow pool every SMTP-sending task takes a slot of: its size bounds the relay connections
+# (slots x MES_SMTP_CONNECTIONS).
+SMTP_RELAY_POOL = "smtp_relay"
+SMTP_AIRFLOW_CONN_ID = "mes_smtp"

@@ -21,8 +21,11 @@ DOCUMENTS_FILE = "documents.csv"
 EXPECTED: dict[str, str] = {
     "NIR_KEY": RegisterReason.NIR_KEY.value,
     "NIR_LENGTH": RegisterReason.NIR_LENGTH.value,
+    "NIR_SHAPE": RegisterReason.NIR_SHAPE.value,
     "NIR_SEX": RegisterReason.NIR_SEX.value,
     "NIR_MONTH": RegisterReason.NIR_MONTH.value,
+    "NIR_PLACE": RegisterReason.NIR_PLACE.value,
+    "NIR_ORDER": RegisterReason.NIR_ORDER.value,
     "NIR_MISMATCH": RegisterReason.NIR_MISMATCH.value,
     "MISSING_FIELD": RegisterReason.MISSING_FIELD.value,
     "BAD_DATE": RegisterReason.BAD_DATE.value,
@@ -30,12 +33,16 @@ EXPECTED: dict[str, str] = {
     "DEATH_BEFORE_BIRTH": RegisterReason.DEATH_BEFORE_BIRTH.value,
     "BAD_SEX": RegisterReason.BAD_SEX.value,
     "BAD_DEPARTEMENT": RegisterReason.BAD_DEPARTEMENT.value,
-    "BAD_POSTCODE": RegisterReason.BAD_POSTCODE.value,
+    "BAD_BIRTH_PLACE": RegisterReason.BAD_BIRTH_PLACE.value,
     "DUPLICATE_IN_FILE": RegisterReason.DUPLICATE_IN_FILE.value,
+    "BAD_REPRESENTATIVE_NIR": RegisterReason.BAD_REPRESENTATIVE_NIR.value,
+    "SELF_REPRESENTATIVE": RegisterReason.SELF_REPRESENTATIVE.value,
     "UNKNOWN_REPRESENTATIVE": RegisterReason.UNKNOWN_REPRESENTATIVE.value,
     "DECEASED_REPRESENTATIVE": RegisterReason.DECEASED_REPRESENTATIVE.value,
     "EMAIL_INVALID": RegisterWarning.EMAIL_INVALID.value,
     "ADDRESS_INVALID": RegisterWarning.ADDRESS_INVALID.value,
+    # A postcode that is not 5 digits leaves the person loaded with an address that cannot be printed.
+    "BAD_POSTCODE": RegisterWarning.ADDRESS_INVALID.value,
     "HASH_MISMATCH": HoldBackReason.HASH_MISMATCH.value,
     "SIZE_MISMATCH": HoldBackReason.SIZE_MISMATCH.value,
     "CONTENT_MISSING": HoldBackReason.CONTENT_MISSING.value,
@@ -56,8 +63,11 @@ EXPECTED: dict[str, str] = {
 PERSON_FAULTS = (
     "NIR_KEY",
     "NIR_LENGTH",
+    "NIR_SHAPE",
     "NIR_SEX",
     "NIR_MONTH",
+    "NIR_PLACE",
+    "NIR_ORDER",
     "NIR_MISMATCH",
     "MISSING_FIELD",
     "BAD_DATE",
@@ -66,12 +76,19 @@ PERSON_FAULTS = (
     "BAD_SEX",
     "BAD_DEPARTEMENT",
     "BAD_POSTCODE",
+    "BAD_BIRTH_PLACE",
     "DUPLICATE_IN_FILE",
+    "BAD_REPRESENTATIVE_NIR",
+    "SELF_REPRESENTATIVE",
     "EMAIL_INVALID",
     "ADDRESS_INVALID",
 )
 # Faults that need a postal address on the row to be planted in.
 POSTAL_FAULTS = frozenset({"BAD_POSTCODE", "ADDRESS_INVALID"})
+# Faults that need a representative on the row (a minor, a protected adult).
+REPRESENTED_FAULTS = frozenset({"BAD_REPRESENTATIVE_NIR", "SELF_REPRESENTATIVE"})
+# The pipeline compares sex and birth year with the NIR only for permanent numbers (1/2), not 7/8.
+PERMANENT_NIR_FAULTS = frozenset({"NIR_MISMATCH"})
 # Register faults that shape a whole household (a child and its representative).
 HOUSEHOLD_FAULTS = ("UNKNOWN_REPRESENTATIVE", "DECEASED_REPRESENTATIVE")
 REGISTER_FAULTS = PERSON_FAULTS + HOUSEHOLD_FAULTS

@@ -55,6 +55,7 @@ _BORN_OVERSEAS = 0.03
 
 
 def residence_departement(rng: Random) -> str:
+    """Any valid département of residence; 01 and 02 together hold about 10 % of people (see above)."""
     return RESIDENCE_DEPARTEMENTS[bisect(_RESIDENCE_CUMULATIVE, rng.random() * _RESIDENCE_CUMULATIVE[-1])]
 
 

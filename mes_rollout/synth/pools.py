@@ -11,12 +11,19 @@ from faker.providers.internet.fr_FR import Provider as FrenchInternet
 _POOL_SIZE = 3000
 # The last AFNOR line is "POSTCODE LOCALITY" in at most 38 characters; a street line is the
 # number (up to 7 characters, "123 bis") and the street name.
-_MAX_COMMUNE = 32
+_MAX_COMMUNE = 30  # leaves room for a ligature written out (Œ -> OE)
 _MAX_STREET = 30
 
 # Faker's fr_FR first names are all simple; real registers are full of compound ones.
 _COMPOUND_MALE = ("Jean-Pierre", "Jean-Claude", "Jean-Luc", "Pierre-Yves", "Jean-Baptiste", "Marc-Antoine")
-_COMPOUND_FEMALE = ("Marie-Claire", "Anne-Sophie", "Marie-Thérèse", "Marie-Noëlle", "Anne-Laure", "Marie-Hélène")
+_COMPOUND_FEMALE = (
+    "Marie-Claire",
+    "Anne-Sophie",
+    "Marie-Thérèse",
+    "Marie-Noëlle",
+    "Anne-Laure",
+    "Marie-Hélène",
+)
 
 RESIDENCE_NAMES = (
     "Les Tilleuls",
@@ -28,7 +35,15 @@ RESIDENCE_NAMES = (
     "Les Hauts de Seine",
     "La Roseraie",
 )
-LIEUX_DITS = ("Les Granges", "La Croix Blanche", "Le Moulin", "Les Bruyères", "La Forge", "Le Pré Haut", "Les Aulnes")
+LIEUX_DITS = (
+    "Les Granges",
+    "La Croix Blanche",
+    "Le Moulin",
+    "Les Bruyères",
+    "La Forge",
+    "Le Pré Haut",
+    "Les Aulnes",
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +63,13 @@ class Pools:
         male = tuple(faker.first_name_male() for _ in range(_POOL_SIZE)) + _COMPOUND_MALE
         female = tuple(faker.first_name_female() for _ in range(_POOL_SIZE)) + _COMPOUND_FEMALE
         streets = tuple(
-            street for street in (faker.street_name() for _ in range(_POOL_SIZE)) if len(street) <= _MAX_STREET
+            street
+            for street in (faker.street_name() for _ in range(_POOL_SIZE))
+            if len(street) <= _MAX_STREET
         )
-        communes = tuple(commune for commune in (faker.city() for _ in range(_POOL_SIZE)) if len(commune) <= _MAX_COMMUNE)
+        communes = tuple(
+            commune for commune in (faker.city() for _ in range(_POOL_SIZE)) if len(commune) <= _MAX_COMMUNE
+        )
         # French mailbox providers only: the people are insured in France.
         domains = tuple(
             domain
