@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import uuid
 from pathlib import Path
 
 CODE_LENGTH = 10
@@ -55,6 +56,14 @@ def provisional_code(key: bytes, nir: str) -> str:
         number, index = divmod(number, len(_ALPHABET))
         symbols.append(_ALPHABET[index])
     return "".join(symbols)
+
+
+def notification_id(key: bytes, wave_id: str, recipient_nir: str) -> str:
+    """The id of the wave's one message to a recipient: made at planning, before any work is queued,
+    and the same when planning is re-run. Keyed like the codes, so that an id printed on a letter or
+    carried in a Message-ID cannot be traced back to a NIR without the wave's key."""
+    digest = hmac.new(key, f"notification:{wave_id}:{recipient_nir}".encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def code_hash(nir: str, code: str) -> str:

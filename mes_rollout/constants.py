@@ -243,3 +243,50 @@ class PrintBatchState(StrEnum):
 # (slots x MES_SMTP_CONNECTIONS).
 SMTP_RELAY_POOL = "smtp_relay"
 SMTP_AIRFLOW_CONN_ID = "mes_smtp"
+
+
+class WaveExclusion(StrEnum):
+    """Why a person in a wave's scope, alive and not yet enrolled, gets no message in it (wave_cohort.reason)."""
+
+    REPRESENTATIVE_MISSING = "REPRESENTATIVE_MISSING"  # a minor without a legal representative in the register
+    REPRESENTATIVE_UNKNOWN = "REPRESENTATIVE_UNKNOWN"  # the representative's NIR is not in the register
+    REPRESENTATIVE_DECEASED = "REPRESENTATIVE_DECEASED"  # the representative has died
+    OVER_CAP = "OVER_CAP"  # the wave's cap on recipients was reached: left for a later wave
+    NO_CONTACT = "NO_CONTACT"  # unreachable: the recipient has no usable email nor printable address
+
+
+class DecisionChannel(StrEnum):
+    """Where a decision was received (decisions.csv `channel`)."""
+
+    WEB = "web"
+    PHONE = "phone"
+    CPAM = "cpam"
+    MAIL = "mail"
+
+
+class DecisionOutcome(StrEnum):
+    """What an accepted decision did (decisions.outcome)."""
+
+    OPPOSED = "opposed"  # opposition on or before the deadline (or before any message reached them)
+    LATE_OPPOSED = "late_opposed"  # opposition after the deadline, before a space existed
+    WITHDRAWN = "withdrawn"  # opposition in time, loaded after the automatic creation: the space is withdrawn
+    ACTIVATED = "activated"  # the space was created at once
+    CLOSED = "closed"  # opposition or closure after creation: the space is closed, archived 10 years
+    PURGE_SCHEDULED = "purge_scheduled"  # deletion: the space is purged within 3 months
+    UNCHANGED = "unchanged"  # the person is already where the decision leads (e.g. a second opposition)
+
+
+class DecisionReason(StrEnum):
+    """Why a decisions.csv row was quarantined (nothing applied for it)."""
+
+    MISSING_FIELD = "MISSING_FIELD"
+    BAD_NIR = "BAD_NIR"
+    BAD_EVENT = "BAD_EVENT"
+    BAD_TIMESTAMP = "BAD_TIMESTAMP"  # not ISO 8601 with an offset
+    BAD_CHANNEL = "BAD_CHANNEL"
+    RECEIVED_IN_FUTURE = "RECEIVED_IN_FUTURE"  # after the end of the run's logical day
+    UNKNOWN_NIR = "UNKNOWN_NIR"  # not in the register
+    NOT_ENROLLED = "NOT_ENROLLED"  # the person is in no wave yet: nothing to oppose, activate or close
+    PERSON_DECEASED = "PERSON_DECEASED"  # activation of a deceased person, or any decision on a cancelled enrolment
+    NO_SPACE = "NO_SPACE"  # closure or deletion of a space that does not exist
+    SPACE_CLOSED = "SPACE_CLOSED"  # activation of a space already closed

@@ -1,0 +1,84 @@
+"""DAG notification_sending: send the due messages of approved waves, on each approval and daily.
+
+renotify (people unreachable until now who have a usable channel again) -> list the shards holding
+emails to send -> one mapped task per shard, each holding a slot of the `smtp_relay` pool while it
+talks to the relay -> settle emails left `sending` by a dead sender -> print the due letters
+(fallbacks included) and hand the batches to the print provider. The send date of every message
+is the run's logical date (as a day in Paris). One run at a time: a shard has one sender.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
+
+from mes_rollout.constants import SMTP_RELAY_POOL, WAVE_APPROVED_ASSET
+
+
+def _run() -> tuple[dt.date, str]:
+    from notifications.tasks import send_date_of
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    return send_date_of(context.get("logical_date"), dag_run.run_after), dag_run.run_id
+
+
+with DAG(
+    dag_id="notification_sending",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 7 * * *", timezone="Europe/Paris"),
+        assets=[Asset(WAVE_APPROVED_ASSET)],
+    ),
+    start_date=pendulum.datetime(2021, 7, 1, tz="Europe/Paris"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mes-rollout", "notifications"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def renotify() -> dict:
+        from notifications.tasks import renotify as run
+
+        return run(*_run())
+
+    @task
+    def list_email_shards() -> list[int]:
+        from notifications.tasks import email_shards
+
+        return email_shards(_run()[0])
+
+    @task(pool=SMTP_RELAY_POOL, retries=2, retry_delay=dt.timedelta(minutes=2))
+    def send_email_shard(shard: int) -> dict:
+        from notifications.tasks import airflow_smtp_connection, send_shard
+
+        send_date, run_id = _run()
+        return send_shard(send_date, run_id, shard, airflow_smtp_connection())
+
+    @task(pool=SMTP_RELAY_POOL, trigger_rule="all_done")
+    def settle_stuck() -> dict:
+        from notifications.tasks import airflow_smtp_connection
+        from notifications.tasks import settle_stuck as run
+
+        send_date, run_id = _run()
+        return run(send_date, run_id, airflow_smtp_connection())
+
+    @task(trigger_rule="all_done")
+    def print_and_post_letters() -> dict:
+        from notifications.tasks import print_and_post_letters as run
+
+        return run(*_run())
+
+    @task
+    def all_shards_sent() -> None:
+        """Runs only when every shard succeeded: a failed shard fails the run, visibly."""
+
+    shards = list_email_shards()
+    sent = send_email_shard.expand(shard=shards)
+    settled = settle_stuck()
+    printed = print_and_post_letters()
+    renotify() >> shards
+    sent >> settled >> printed
+    [sent, printed] >> all_shards_sent()

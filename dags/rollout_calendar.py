@@ -1,0 +1,57 @@
+"""DAG rollout_calendar: every day of the rollout, trigger that day's wave from the plan.
+
+The plan is enrolment/data/rollout_plan.csv (working days from 2022-01-31 to 2022-03-28,
+départements in numeric order, at most 2 million messages a day; operators edit it or regenerate
+it with `python -m enrolment.plan`; Param `plan_file` points a run at another file). A day without
+a row (weekend, holiday) skips. The triggered enrolment_wave run has the day as send date (in its
+conf) and run id `rollout__<wave id>`: a re-run of the day does not trigger the wave twice. Each wave still
+waits for an operator's approval before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Param, task
+
+with DAG(
+    dag_id="rollout_calendar",
+    schedule="@daily",
+    start_date=pendulum.datetime(2022, 1, 31, tz="Europe/Paris"),
+    end_date=pendulum.datetime(2022, 3, 28, 23, 59, tz="Europe/Paris"),
+    catchup=True,
+    max_active_runs=1,
+    tags=["mes-rollout", "enrolment", "calendar"],
+    params={
+        "plan_file": Param("", type="string", description="Rollout plan CSV (empty: enrolment/data/rollout_plan.csv)"),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def todays_wave(params: dict | None = None, logical_date: Any = None, dag_run: Any = None) -> dict:
+        from pathlib import Path
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from enrolment.plan import DEFAULT_PLAN, wave_of_day
+        from enrolment.window import business_day
+
+        assert params is not None and dag_run is not None
+        day = business_day(logical_date or dag_run.run_after)
+        wave = wave_of_day(day, Path(params.get("plan_file") or DEFAULT_PLAN))
+        if wave is None:
+            raise AirflowSkipException(f"no wave planned on {day}")
+        return wave.as_conf()
+
+    todays = todays_wave()
+    TriggerDagRunOperator(
+        task_id="trigger_wave",
+        trigger_dag_id="enrolment_wave",
+        conf=todays,  # type: ignore[arg-type]
+        trigger_run_id="rollout__{{ ti.xcom_pull(task_ids='todays_wave')['wave_id'] }}",
+        skip_when_already_exists=True,
+        openlineage_inject_parent_info=False,
+    )

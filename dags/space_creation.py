@@ -1,0 +1,53 @@
+"""DAG space_creation: every day, create the spaces whose opt-out window has closed.
+
+For the run's logical date D (in Paris): a death recorded on or before D cancels the enrolments
+still waiting; then everyone reached by a message whose deadline passed before D, without
+opposition, gets an active space created on D (cause 'automatic'). Opposed, unreachable and
+deceased people never get one. When spaces were created, `publish` emits the Asset
+mes-rollout://spaces/created, which the DMP migration follows (extra: the day and the count).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, task
+
+from mes_rollout.constants import SPACES_CREATED_ASSET
+
+with DAG(
+    dag_id="space_creation",
+    schedule="@daily",
+    start_date=pendulum.datetime(2022, 1, 31, tz="Europe/Paris"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mes-rollout", "enrolment", "spaces"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def create_spaces(logical_date: Any = None, dag_run: Any = None) -> dict:
+        import datetime as dt
+
+        from enrolment.spaces import create_due_spaces
+        from enrolment.window import business_day
+        from mes_rollout.db import get_engine
+
+        assert dag_run is not None
+        day = business_day(logical_date or dag_run.run_after)
+        return create_due_spaces(get_engine(), day, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
+
+    @task(outlets=[Asset(SPACES_CREATED_ASSET)])
+    def publish(created: Any, outlet_events: Any = None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not created["spaces_created"]:
+            raise AirflowSkipException("no space created: nothing for the DMP migration")
+        outlet_events[Asset(SPACES_CREATED_ASSET)].extra = {
+            "created_on": created["day"],
+            "spaces_created": created["spaces_created"],
+        }
+        return created
+
+    publish(create_spaces())

@@ -1,0 +1,417 @@
+"""Wave planning: select and route the cohort in one set-based statement, then plan it shard by shard.
+
+1. `select_cohort` (one transaction): the cohort query (sql/queries/enrolment_cohort.sql) routes
+   every eligible person of the wave's départements: told by email or letter (directly or through
+   their representative), unreachable, or excluded with a reason; the told people are cut into
+   shards. Unreachable people get their enrolment row here.
+2. `plan_shard` (one transaction per shard, a mapped task each): draws each person's provisional
+   code (an HMAC under the wave's secret key, stored only as a salted hash) and each recipient's
+   notification id in Python, stages them, and writes the enrolments, notifications and their
+   members with INSERT ... SELECT. A shard is marked done in the same transaction: a re-run skips it.
+3. `summarise`: counts for the operator (recipients by channel, unreachable, excluded and why);
+   the wave then waits for approval.
+`dry_run_counts` runs the same cohort query, only counting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from enrolment.codes import code_hash, notification_id, provisional_code, wave_key
+from enrolment.waves import Wave, load_wave, store_counts
+from enrolment.window import add_calendar_months
+from mes_rollout.audit import AuditEvent, record
+from mes_rollout.constants import EnrolmentState, WaveState
+from mes_rollout.db import load_query
+
+log = logging.getLogger(__name__)
+
+ADULT_AGE_MONTHS = 18 * 12
+# Any constant shared by the processes of this project: planners select one at a time, so that two
+# waves can never take the same person (PostgreSQL; SQLite serialises writers anyway).
+_SELECTION_LOCK = 7_413_220_23
+_NO_CAP = 10**12
+
+
+def adult_born_by(send_date: dt.date) -> dt.date:
+    """Born on or before this day: 18 or older on the send date (born 29 Feb: of age on 1 Mar)."""
+    return add_calendar_months(send_date, -ADULT_AGE_MONTHS)
+
+
+def _cohort_params(wave_id: str, send_date: dt.date, recipient_cap: int | None, shard_size: int) -> dict[str, Any]:
+    return {
+        "wave_id": wave_id,
+        "send_date": send_date,
+        "adult_born_by": adult_born_by(send_date),
+        "recipient_cap": recipient_cap or _NO_CAP,
+        "shard_size": max(shard_size, 1),
+    }
+
+
+def _not_eligible(connection: Connection, wave_id: str, send_date: dt.date) -> dict[str, int]:
+    """People of the wave's départements the wave does not take: dead, or enrolled already."""
+    row = connection.execute(
+        text(
+            "SELECT"
+            " SUM(CASE WHEN p.date_deces IS NOT NULL AND p.date_deces <= :send_date THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN (p.date_deces IS NULL OR p.date_deces > :send_date)"
+            "          AND e.nir IS NOT NULL AND e.state <> 'unreachable' THEN 1 ELSE 0 END)"
+            " FROM persons AS p"
+            " JOIN wave_departements AS wd ON wd.wave_id = :wave_id AND wd.departement = p.departement"
+            " LEFT JOIN enrolments AS e ON e.nir = p.nir"
+        ),
+        {"wave_id": wave_id, "send_date": send_date},
+    ).one()
+    return {"deceased": int(row[0] or 0), "already_enrolled": int(row[1] or 0)}
+
+
+def _selection_counts(rows: list[Any]) -> dict[str, Any]:
+    """Counts of routed people from (outcome, channel, reason, people, recipients, represented) rows."""
+    people: Counter[str] = Counter()
+    recipients: Counter[str] = Counter()
+    excluded: Counter[str] = Counter()
+    represented = 0
+    for outcome, channel, reason, count, recipient_count, represented_count in rows:
+        people[outcome] += int(count)
+        if outcome == "notify":
+            recipients[channel] += int(recipient_count)
+            represented += int(represented_count)
+        elif outcome == "excluded":
+            excluded[reason] += int(count)
+    return {
+        "people": {
+            "to_notify": people["notify"],
+            "unreachable": people["unreachable"],
+            "excluded": people["excluded"],
+            "told_through_representative": represented,
+        },
+        "recipients": {"email": recipients["email"], "letter": recipients["letter"], "total": sum(recipients.values())},
+        "excluded": dict(sorted(excluded.items())),
+    }
+
+
+_GROUPED = (
+    "SELECT outcome, channel, reason, COUNT(*), COUNT(DISTINCT recipient_nir),"
+    " SUM(CASE WHEN recipient_nir <> nir THEN 1 ELSE 0 END)"
+)
+
+
+def dry_run_counts(engine: Engine, wave: Wave, *, shard_size: int, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    """What planning the wave would give, written nowhere but in the wave row's counts."""
+    with engine.begin() as connection:
+        not_eligible = _not_eligible(connection, wave.wave_id, wave.send_date)
+        cohort = load_query("enrolment_cohort.sql")
+        rows = connection.execute(
+            text(f"{_GROUPED} FROM ({cohort}) AS cohort GROUP BY outcome, channel, reason"),  # noqa: S608
+            _cohort_params(wave.wave_id, wave.send_date, wave.recipient_cap, shard_size),
+        ).all()
+        counts = {**_header(wave, dry_run=True), **_selection_counts(list(rows)), "not_eligible": not_eligible}
+        store_counts(connection, wave.wave_id, counts, now=now)
+        record(
+            connection,
+            AuditEvent("wave", wave.wave_id, "dry_run_counted", now, None, WaveState.DRY_RUN.value, "dry run", run_id),
+        )
+    return counts
+
+
+def _header(wave: Wave, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "wave_id": wave.wave_id,
+        "departements": list(wave.departements),
+        "send_date": wave.send_date.isoformat(),
+        "recipient_cap": wave.recipient_cap,
+        "dry_run": dry_run,
+    }
+
+
+def select_cohort(
+    engine: Engine, wave_id: str, *, var_dir: Path, shard_size: int, run_id: str, now: dt.datetime
+) -> list[int]:
+    """Select and route the wave's cohort once; returns the shard numbers to plan."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SELECTION_LOCK})
+        wave = load_wave(connection, wave_id)
+        if wave is None:
+            raise LookupError(f"no wave {wave_id}")
+        if wave.state == WaveState.PLANNING and "selection" not in wave.counts:
+            _select(connection, wave, var_dir=var_dir, shard_size=shard_size, run_id=run_id, now=now)
+        shards = connection.execute(
+            text("SELECT DISTINCT shard FROM wave_cohort WHERE wave_id = :wave_id AND shard >= 0 ORDER BY shard"),
+            {"wave_id": wave_id},
+        ).scalars()
+        return [int(shard) for shard in shards]
+
+
+def _select(
+    connection: Connection, wave: Wave, *, var_dir: Path, shard_size: int, run_id: str, now: dt.datetime
+) -> None:
+    wave_key(var_dir, wave.wave_id, create=True)  # drawn once, before any code is
+    not_eligible = _not_eligible(connection, wave.wave_id, wave.send_date)
+    cohort = load_query("enrolment_cohort.sql")
+    connection.execute(
+        text(
+            "INSERT INTO wave_cohort (wave_id, nir, recipient_nir, departement, outcome, channel, reason, shard)"
+            f" SELECT wave_id, nir, recipient_nir, departement, outcome, channel, reason, shard FROM ({cohort}) AS c"  # noqa: S608
+        ),
+        _cohort_params(wave.wave_id, wave.send_date, wave.recipient_cap, shard_size),
+    )
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ANALYZE wave_cohort")
+    params = {"wave_id": wave.wave_id, "now": now, "run_id": run_id, "unreachable": EnrolmentState.UNREACHABLE.value}
+    connection.execute(
+        text(
+            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
+            " SELECT :now, 'enrolment', c.nir, 'unreachable', e.state, :unreachable,"
+            " 'wave ' || c.wave_id || ': no usable email nor printable address for the recipient', :run_id"
+            " FROM wave_cohort AS c LEFT JOIN enrolments AS e ON e.nir = c.nir"
+            " WHERE c.wave_id = :wave_id AND c.outcome = 'unreachable' AND (e.nir IS NULL OR e.state = :unreachable)"
+        ),
+        params,
+    )
+    connection.execute(
+        text(
+            "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, state_reason, updated_at)"
+            " SELECT nir, wave_id, :unreachable, recipient_nir, reason, :now"
+            " FROM wave_cohort WHERE wave_id = :wave_id AND outcome = 'unreachable'"
+            " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, recipient_nir = excluded.recipient_nir,"
+            " state_reason = excluded.state_reason, updated_at = excluded.updated_at"
+            " WHERE enrolments.state = :unreachable"
+        ),
+        params,
+    )
+    rows = connection.execute(
+        text(f"{_GROUPED} FROM wave_cohort WHERE wave_id = :wave_id GROUP BY outcome, channel, reason"),  # noqa: S608
+        {"wave_id": wave.wave_id},
+    ).all()
+    selection = {**_selection_counts(list(rows)), "not_eligible": not_eligible}
+    store_counts(connection, wave.wave_id, {**_header(wave, dry_run=False), "selection": selection}, now=now)
+    record(
+        connection,
+        AuditEvent(
+            "wave", wave.wave_id, "cohort_selected", now, WaveState.PLANNING.value, WaveState.PLANNING.value,
+            "cohort selected and routed", run_id, details={"people": selection["people"]},
+        ),
+    )
+    log.info("wave %s: cohort selected %s", wave.wave_id, selection["people"])
+
+
+def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str]]) -> None:
+    connection.exec_driver_sql("DROP TABLE IF EXISTS plan_keys")
+    connection.exec_driver_sql(
+        "CREATE TEMP TABLE plan_keys (nir TEXT NOT NULL, recipient_nir TEXT NOT NULL, channel TEXT NOT NULL,"
+        " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL)"
+    )
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:  # type: ignore[attr-defined]
+            with cursor.copy(
+                "COPY plan_keys (nir, recipient_nir, channel, code_hash, notification_id) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        connection.exec_driver_sql("ANALYZE plan_keys")
+    else:
+        raw_cursor = connection.connection.cursor()
+        raw_cursor.executemany("INSERT INTO plan_keys VALUES (?, ?, ?, ?, ?)", rows)
+        raw_cursor.close()
+
+
+_PLANNED_HERE = (
+    " FROM plan_keys AS k JOIN enrolments AS e ON e.nir = k.nir"
+    " WHERE e.wave_id = :wave_id AND e.state = :planned AND e.notification_id = k.notification_id"
+)
+
+
+def plan_shard(
+    engine: Engine, wave_id: str, shard: int, *, var_dir: Path, run_id: str, now: dt.datetime
+) -> dict[str, int]:
+    """Plan one shard: codes, enrolments, notifications and their members. Counts only come back."""
+    with engine.begin() as connection:
+        wave = load_wave(connection, wave_id)
+        if wave is None or wave.state != WaveState.PLANNING:
+            return {"shard": shard, "skipped": 1}
+        done = connection.execute(
+            text("SELECT people, email, letter FROM wave_shards WHERE wave_id = :wave_id AND shard = :shard"),
+            {"wave_id": wave_id, "shard": shard},
+        ).first()
+        if done is not None:
+            return {"shard": shard, "people": done[0], "email": done[1], "letter": done[2], "already_planned": 1}
+        key = wave_key(var_dir, wave_id)
+        cohort = connection.execute(
+            text(
+                "SELECT nir, recipient_nir, channel FROM wave_cohort"
+                " WHERE wave_id = :wave_id AND shard = :shard AND outcome = 'notify'"
+            ),
+            {"wave_id": wave_id, "shard": shard},
+        ).all()
+        ids: dict[str, str] = {}
+        staged = []
+        for nir, recipient, channel in cohort:
+            message = ids.get(recipient)
+            if message is None:
+                message = ids[recipient] = notification_id(key, wave_id, recipient)
+            staged.append((nir, recipient, channel, code_hash(nir, provisional_code(key, nir)), message))
+        del cohort
+        _stage_keys(connection, staged)
+        del staged, ids
+        params = {
+            "wave_id": wave_id,
+            "shard": shard,
+            "now": now,
+            "run_id": run_id,
+            "planned": EnrolmentState.PLANNED.value,
+            "unreachable": EnrolmentState.UNREACHABLE.value,
+        }
+        # Audit first: it reads the state each person comes from (none, or unreachable before).
+        connection.execute(
+            text(
+                "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason,"
+                " run_id)"
+                " SELECT :now, 'enrolment', k.nir, 'planned', e.state, :planned,"
+                " 'wave ' || :wave_id || ': message ' || k.notification_id || ' by ' || k.channel, :run_id"
+                " FROM plan_keys AS k LEFT JOIN enrolments AS e ON e.nir = k.nir"
+                " WHERE e.nir IS NULL OR e.state = :unreachable"
+            ),
+            params,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, notification_id,"
+                " updated_at)"
+                " SELECT nir, :wave_id, :planned, recipient_nir, code_hash, notification_id, :now"
+                " FROM plan_keys WHERE TRUE"
+                " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, state = excluded.state,"
+                " recipient_nir = excluded.recipient_nir, code_hash = excluded.code_hash,"
+                " notification_id = excluded.notification_id, state_reason = NULL, notified_at = NULL,"
+                " opt_out_deadline = NULL, decided_at = NULL, updated_at = excluded.updated_at"
+                " WHERE enrolments.state = :unreachable"
+            ),
+            params,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
+                " created_at, updated_at)"
+                " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, 'created', :shard,"
+                " CASE WHEN m.channel = 'email' THEN r.email END, :now, :now"
+                " FROM (SELECT DISTINCT k.notification_id, k.recipient_nir, k.channel" + _PLANNED_HERE + ") AS m"
+                " JOIN persons AS r ON r.nir = m.recipient_nir WHERE TRUE"
+                " ON CONFLICT (notification_id) DO NOTHING"
+            ),
+            params,
+        )
+        people = connection.execute(
+            text(
+                "INSERT INTO notification_members (notification_id, nir) SELECT k.notification_id, k.nir"
+                + _PLANNED_HERE
+                + " ON CONFLICT (notification_id, nir) DO NOTHING"
+            ),
+            params,
+        ).rowcount
+        by_channel: dict[str, int] = dict(
+            connection.execute(
+                text(
+                    "SELECT channel, COUNT(*) FROM notifications WHERE wave_id = :wave_id AND shard = :shard"
+                    " GROUP BY channel"
+                ),
+                params,
+            ).all()
+        )
+        result = {
+            "shard": shard,
+            "people": max(people, 0),
+            "email": int(by_channel.get("email", 0)),
+            "letter": int(by_channel.get("letter", 0)),
+        }
+        connection.execute(
+            text(
+                "INSERT INTO wave_shards (wave_id, shard, people, email, letter, run_id, planned_at)"
+                " VALUES (:wave_id, :shard, :people, :email, :letter, :run_id, :now)"
+            ),
+            {**params, **result},
+        )
+        connection.exec_driver_sql("DROP TABLE plan_keys")
+    return result
+
+
+def summarise(engine: Engine, wave_id: str, *, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    """Once every shard is planned: the counts the operator approves on; the wave awaits approval."""
+    with engine.begin() as connection:
+        wave = load_wave(connection, wave_id)
+        if wave is None:
+            raise LookupError(f"no wave {wave_id}")
+        if wave.state != WaveState.PLANNING:
+            return wave.counts
+        expected = connection.execute(
+            text("SELECT COUNT(DISTINCT shard) FROM wave_cohort WHERE wave_id = :wave_id AND shard >= 0"),
+            {"wave_id": wave_id},
+        ).scalar_one()
+        planned = connection.execute(
+            text(
+                "SELECT COUNT(*), COALESCE(SUM(people), 0), COALESCE(SUM(email), 0), COALESCE(SUM(letter), 0)"
+                " FROM wave_shards WHERE wave_id = :wave_id"
+            ),
+            {"wave_id": wave_id},
+        ).one()
+        if int(planned[0]) != int(expected):
+            raise RuntimeError(f"wave {wave_id}: {planned[0]} of {expected} shards planned; re-run the failed ones")
+        selection = wave.counts.get("selection", {})
+        unreachable = connection.execute(
+            text("SELECT COUNT(*) FROM enrolments WHERE wave_id = :wave_id AND state = :unreachable"),
+            {"wave_id": wave_id, "unreachable": EnrolmentState.UNREACHABLE.value},
+        ).scalar_one()
+        counts = {
+            **_header(wave, dry_run=False),
+            "people": {
+                "planned": int(planned[1]),
+                "unreachable": int(unreachable),
+                "excluded": selection.get("people", {}).get("excluded", 0),
+                "told_through_representative": selection.get("people", {}).get("told_through_representative", 0),
+            },
+            "recipients": {"email": int(planned[2]), "letter": int(planned[3]), "total": int(planned[2] + planned[3])},
+            "excluded": selection.get("excluded", {}),
+            "not_eligible": selection.get("not_eligible", {}),
+            "shards": int(expected),
+            "selection": selection,
+        }
+        store_counts(connection, wave_id, counts, state=WaveState.AWAITING_APPROVAL, now=now)
+        record(
+            connection,
+            AuditEvent(
+                "wave", wave_id, "planned", now, WaveState.PLANNING.value, WaveState.AWAITING_APPROVAL.value,
+                "every shard planned; waiting for approval", run_id,
+                details={"people": counts["people"], "recipients": counts["recipients"]},
+            ),
+        )
+        return counts
+
+
+def approval_body(counts: dict[str, Any]) -> str:
+    """The operator's view of a wave before approving it (Markdown; counts only, no NIR)."""
+    people = counts.get("people", {})
+    recipients = counts.get("recipients", {})
+    lines = [
+        f"**Wave {counts.get('wave_id')}**: départements {', '.join(counts.get('departements', []))},"
+        f" send date {counts.get('send_date')}, cap {counts.get('recipient_cap')} recipients.",
+        "",
+        "| | count |",
+        "| --- | ---: |",
+        f"| messages by email | {recipients.get('email', 0)} |",
+        f"| messages by letter | {recipients.get('letter', 0)} |",
+        f"| people told | {people.get('planned', people.get('to_notify', 0))} |",
+        f"| of whom through a representative | {people.get('told_through_representative', 0)} |",
+        f"| unreachable (no email nor printable address) | {people.get('unreachable', 0)} |",
+    ]
+    for reason, count in counts.get("excluded", {}).items():
+        lines.append(f"| excluded: {reason} | {count} |")
+    for reason, count in counts.get("not_eligible", {}).items():
+        lines.append(f"| not eligible: {reason} | {count} |")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Subcommands of the DMP migration: `load dmp DIR`, `migrate --date`, `bench-migration`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from mes_rollout.cli import Commands, iso_date
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _load_dmp(args: argparse.Namespace) -> dict[str, Any]:
+    from mes_rollout.db import get_engine
+    from migration.intake import load_dmp_extract
+
+    return load_dmp_extract(get_engine(), args.folder).as_dict()
+
+
+def _migrate(args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from mes_rollout.dagrun import DagRunFailed, run_dag
+    from mes_rollout.db import get_engine
+
+    conf: dict[str, Any] = {"date": args.date.isoformat()}
+    if args.holdback_threshold is not None:
+        conf["holdback_threshold"] = args.holdback_threshold
+    try:
+        result = run_dag("dmp_migration", args.date, conf)
+    except DagRunFailed as error:
+        with get_engine().connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT run_id, state, stop_reason, report_path FROM migration_runs"
+                    " WHERE logical_date = :d ORDER BY started_at DESC LIMIT 1"
+                ),
+                {"d": args.date},
+            ).first()
+        detail = f"run {row[0]} {row[1]}: {row[2]} (report: {row[3]})" if row else str(error)
+        raise SystemExit(f"mes-rollout: DMP migration failed: {detail}") from None
+    return {"dag_run_id": result.run_id, "state": result.state, **(result.xcom_returns.get("report") or {})}
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from migration.bench import bench_migration
+
+    return bench_migration(args.documents, args.postgres_url, args.workdir, args.keep)
+
+
+def add_commands(commands: Commands) -> None:
+    load = commands.add(commands.load, "dmp", _load_dmp, "stage a legacy DMP extract folder (dmp.csv, documents.csv)")
+    load.add_argument("folder", type=Path)
+    migrate = commands.add(commands.top, "migrate", _migrate, "run the dmp_migration DAG for a date")
+    migrate.add_argument("--date", type=iso_date, default=dt.date.today(), help="run date (default: today)")
+    migrate.add_argument("--holdback-threshold", type=float, default=None, help="override MES_HOLDBACK_THRESHOLD")
+    bench = commands.add(commands.top, "bench-migration", _bench, "benchmark the DMP migration on PostgreSQL")
+    bench.add_argument("--documents", type=int, default=200_000)
+    bench.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="server where a throw-away database is made")
+    bench.add_argument("--workdir", type=Path, default=None, help="folder for the extract and the store")
+    bench.add_argument("--keep", action="store_true", help="keep the files afterwards")

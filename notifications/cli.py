@@ -1,0 +1,62 @@
+"""Subcommands of notifications: `load feedback FILE`, `send --date`, `bench-emails`, `bench-letters`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mes_rollout.cli import Commands, iso_date
+
+
+def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
+    from mes_rollout.config import load_settings
+    from mes_rollout.db import get_engine
+    from notifications.feedback import load_feedback
+
+    return load_feedback(get_engine(), args.file, window=load_settings().opt_out_window).as_dict()
+
+
+def _send(args: argparse.Namespace) -> dict[str, Any]:
+    from mes_rollout.dagrun import ensure_airflow_home, run_dag
+
+    ensure_airflow_home()
+    from notifications.tasks import ensure_smtp_pool
+
+    ensure_smtp_pool()
+    result = run_dag("notification_sending", args.date, raise_on_failure=False)
+    return {"dag_run": result.run_id, "state": result.state, "tasks": result.task_states, **result.xcom_returns}
+
+
+def _bench_emails(args: argparse.Namespace) -> dict[str, Any]:
+    from notifications.bench import bench_emails
+
+    return bench_emails(args.count, args.small_count, args.baseline_count, args.connections)
+
+
+def _bench_letters(args: argparse.Namespace) -> dict[str, Any]:
+    from notifications.bench import bench_letters
+
+    return bench_letters(args.count, args.small_count)
+
+
+def add_commands(commands: Commands) -> None:
+    feedback = commands.add(commands.load, "feedback", _load_feedback, "load a delivery feedback file (feedback.csv)")
+    feedback.add_argument("file", type=Path)
+    send = commands.add(
+        commands.top, "send", _send, "run notification_sending for a date: send due emails, print and post letters"
+    )
+    send.add_argument("--date", type=iso_date, required=True, help="logical date of the run (the send date)")
+    emails = commands.add(
+        commands.top, "bench-emails", _bench_emails,
+        "emails/s end to end vs a bare aiosmtplib sender vs Airflow's one-connection-per-email sending",
+    )
+    emails.add_argument("--count", type=int, default=100_000)
+    emails.add_argument("--small-count", type=int, default=20_000, help="second volume, for the memory comparison")
+    emails.add_argument("--baseline-count", type=int, default=5_000, help="emails sent by the Airflow baseline")
+    emails.add_argument(
+        "--connections", type=int, default=16, help="SMTP connections, the same for every sender measured"
+    )
+    letters = commands.add(commands.top, "bench-letters", _bench_letters, "letters/s into print files, and memory")
+    letters.add_argument("--count", type=int, default=20_000)
+    letters.add_argument("--small-count", type=int, default=5_000, help="second volume, for the memory comparison")

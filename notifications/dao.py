@@ -1,0 +1,311 @@
+"""Queries of the notifications, notification_members and sending_attempts tables.
+
+Every status change is guarded by the status (and attempt) it comes from, so that two writers
+cannot both move a message, and is written to the audit trail in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, text
+
+from mes_rollout.constants import Channel, NotificationStatus, WaveState
+from mes_rollout.db import as_date, load_query
+from notifications import statuses
+from notifications.render import Member
+
+_ID_CHUNK = 500
+Status = NotificationStatus
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A message to render and hand over, with what it says."""
+
+    notification_id: str
+    wave_id: str
+    recipient_nir: str
+    email: str | None
+    attempts: int  # before this claim
+    send_date: dt.date | None
+    status: str
+    recipient: Member
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True)
+class Transition:
+    notification_id: str
+    attempt: int | None = None  # the attempt that must still own the row (emails being sent)
+    reason: str | None = None
+
+
+def chunked(items: Sequence[str], size: int = _ID_CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def audit_moves(
+    connection: Connection,
+    notification_ids: Sequence[str],
+    action: str,
+    *,
+    from_state: str | None,
+    to_state: str,
+    reason: str | None,
+    now: dt.datetime,
+    run_id: str | None,
+    input_file_id: int | None = None,
+) -> None:
+    """The same audit row for many messages, set-based (the hot path: one statement per 500)."""
+    query = text(
+        "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id,"
+        " input_file_id) SELECT :now, 'notification', notification_id, :action, :from_state, :to_state, :reason,"
+        " :run_id, :input_file_id FROM notifications WHERE notification_id IN :ids"
+    ).bindparams(bindparam("ids", expanding=True))
+    params = {
+        "now": now, "action": action, "from_state": from_state, "to_state": to_state, "reason": reason,
+        "run_id": run_id, "input_file_id": input_file_id,
+    }
+    for part in chunked(list(notification_ids)):
+        connection.execute(query, {**params, "ids": list(part)})
+
+
+def _pending_sql(*, with_shard: bool, claimed_before: bool) -> str:
+    sql = load_query("notifications_pending_emails.sql")
+    extra = ""
+    if with_shard:
+        extra += " AND n.shard = :shard"
+    if claimed_before:
+        extra += " AND n.claimed_at < :claimed_before"
+    return sql.replace("/* more conditions */", extra)
+
+
+def by_key(connection: Connection, column: str) -> str:
+    """`column` in a filter that must not lead the plan. SQLite without fresh statistics takes an
+    equality on a status column's index for selective (it assumes ten rows) and scans every row
+    of that status instead of the few picked by primary key; '+column' is SQLite's way to keep
+    the planner off that index. PostgreSQL plans from its statistics and needs no hint."""
+    return f"+{column}" if connection.dialect.name == "sqlite" else column
+
+
+def refresh_planner_statistics(connection: Connection) -> None:
+    """Table statistics for the planner before a sending run. Without them SQLite reads the
+    window's `state IN (...)` filter through the state index (every planned enrolment, for each
+    message) instead of the few people of one message."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+        for table in ("enrolments", "notifications", "notification_members"):
+            connection.exec_driver_sql(f"ANALYZE {table}")
+    else:
+        connection.exec_driver_sql("ANALYZE enrolments, notifications, notification_members")
+
+
+def email_shards(connection: Connection, logical_date: dt.date) -> list[int]:
+    """Shards holding emails to send (created) or to settle (sending) for the run's date."""
+    rows = connection.execute(
+        text(load_query("notifications_email_shards.sql")),
+        {
+            "email": Channel.EMAIL.value,
+            "created": Status.CREATED.value,
+            "sending": Status.SENDING.value,
+            "approved": WaveState.APPROVED.value,
+            "logical_date": logical_date,
+        },
+    )
+    return [int(row[0]) for row in rows]
+
+
+def pending_emails(
+    connection: Connection,
+    *,
+    logical_date: dt.date,
+    status: NotificationStatus,
+    after_id: str,
+    limit: int,
+    shard: int | None = None,
+    claimed_before: dt.datetime | None = None,
+) -> list[PendingMessage]:
+    """The next emails of a status (created: to send; sending: cut short by a crash), by id."""
+    params: dict[str, object] = {
+        "email": Channel.EMAIL.value,
+        "status": status.value,
+        "approved": WaveState.APPROVED.value,
+        "logical_date": logical_date,
+        "after_id": after_id,
+        "limit": limit,
+    }
+    if shard is not None:
+        params["shard"] = shard
+    if claimed_before is not None:
+        params["claimed_before"] = claimed_before
+    sql = _pending_sql(with_shard=shard is not None, claimed_before=claimed_before is not None)
+    rows = connection.execute(text(sql), params).all()
+    members = members_of(connection, [row.notification_id for row in rows])
+    return [
+        PendingMessage(
+            notification_id=row.notification_id,
+            wave_id=row.wave_id,
+            recipient_nir=row.recipient_nir,
+            email=row.email,
+            attempts=int(row.attempts),
+            send_date=as_date(row.send_date),
+            status=row.status,
+            recipient=Member(row.recipient_nir, row.prenom, row.nom),
+            members=tuple(members.get(row.notification_id, ())),
+        )
+        for row in rows
+    ]
+
+
+def members_of(connection: Connection, notification_ids: Sequence[str]) -> dict[str, list[Member]]:
+    """Each message's people (a representative's message lists each represented person)."""
+    found: dict[str, list[Member]] = {}
+    query = text(
+        "SELECT m.notification_id, m.nir, p.prenom, COALESCE(p.nom_usage, p.nom_naissance) AS nom"
+        " FROM notification_members m JOIN persons p ON p.nir = m.nir"
+        " WHERE m.notification_id IN :ids ORDER BY m.notification_id, m.nir"
+    ).bindparams(bindparam("ids", expanding=True))
+    for part in chunked(list(notification_ids)):
+        for row in connection.execute(query, {"ids": list(part)}):
+            found.setdefault(row.notification_id, []).append(Member(row.nir, row.prenom, row.nom))
+    return found
+
+
+def claim_for_sending(
+    connection: Connection,
+    messages: Sequence[PendingMessage],
+    *,
+    send_date: dt.date,
+    now: dt.datetime,
+    run_id: str,
+) -> list[PendingMessage]:
+    """created/sending -> sending with one more attempt (notifications.attempts), before the relay
+    sees the message. Returns the messages this call claimed (a row another writer moved is left)."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for message in messages:
+        groups.setdefault((message.status, message.attempts), []).append(message.notification_id)
+    for from_status, _ in groups:
+        statuses.check(Status(from_status), Status.SENDING)
+    query = text(
+        "UPDATE notifications SET status = :sending, attempts = attempts + 1,"
+        " send_date = COALESCE(send_date, :send_date), claimed_at = :now, updated_at = :now"
+        f" WHERE notification_id IN :ids AND {by_key(connection, 'status')} = :from_status"  # noqa: S608
+        " AND attempts = :attempts RETURNING notification_id"
+    ).bindparams(bindparam("ids", expanding=True))
+    owned: set[str] = set()
+    for (from_status, attempts), ids in groups.items():
+        for part in chunked(ids):
+            owned.update(
+                connection.execute(
+                    query,
+                    {
+                        "ids": list(part),
+                        "from_status": from_status,
+                        "attempts": attempts,
+                        "send_date": send_date,
+                        "now": now,
+                        "sending": Status.SENDING.value,
+                    },
+                ).scalars()
+            )
+    claimed = [message for message in messages if message.notification_id in owned]
+    for from_status in sorted({m.status for m in claimed}):
+        audit_moves(
+            connection,
+            [m.notification_id for m in claimed if m.status == from_status],
+            "status_changed",
+            from_state=from_status,
+            to_state=Status.SENDING.value,
+            reason=None,
+            now=now,
+            run_id=run_id,
+        )
+    return claimed
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt the relay answered (or that ended before it could be handed over)."""
+
+    notification_id: str
+    attempt: int
+    claimed_at: dt.datetime
+    outcome: str
+    smtp_code: int | None
+
+
+def record_attempts(connection: Connection, attempts: Sequence[Attempt], *, run_id: str, now: dt.datetime) -> None:
+    if attempts:
+        connection.execute(
+            text(
+                "INSERT INTO sending_attempts (notification_id, attempt, run_id, claimed_at, finished_at, outcome,"
+                " smtp_code) VALUES (:id, :attempt, :run_id, :claimed_at, :now, :outcome, :code)"
+                " ON CONFLICT (notification_id, attempt) DO NOTHING"
+            ),
+            [
+                {
+                    "id": a.notification_id,
+                    "attempt": a.attempt,
+                    "run_id": run_id,
+                    "claimed_at": a.claimed_at,
+                    "now": now,
+                    "outcome": a.outcome,
+                    "code": a.smtp_code,
+                }
+                for a in attempts
+            ],
+        )
+
+
+def transition(
+    connection: Connection,
+    transitions: Sequence[Transition],
+    *,
+    from_status: NotificationStatus | Sequence[NotificationStatus],
+    to_status: NotificationStatus,
+    now: dt.datetime,
+    run_id: str | None,
+    input_file_id: int | None = None,
+    sent: bool = False,
+) -> list[str]:
+    """Move messages from one status (or one of several) to another; returns the ids moved.
+
+    A transition carrying an attempt only applies while that attempt still owns the row, so a
+    late answer cannot overwrite what a newer attempt or a feedback line already recorded."""
+    sources = [from_status] if isinstance(from_status, NotificationStatus) else list(from_status)
+    for source in sources:
+        statuses.check(source, to_status)
+    groups: dict[tuple[int | None, str | None], list[str]] = {}
+    for t in transitions:
+        groups.setdefault((t.attempt, t.reason), []).append(t.notification_id)
+    stamp = ", sent_at = :now" if sent else ""
+    moved: list[str] = []
+    for source in sources:
+        for (attempt, reason), ids in groups.items():
+            guard = " AND attempts = :attempt" if attempt is not None else ""
+            query = text(
+                f"UPDATE notifications SET status = :to_status, status_detail = :reason, updated_at = :now{stamp}"
+                f" WHERE notification_id IN :ids AND {by_key(connection, 'status')} = :from_status{guard}"  # noqa: S608
+                " RETURNING notification_id"
+            ).bindparams(bindparam("ids", expanding=True))
+            for part in chunked(ids):
+                rows = connection.execute(
+                    query,
+                    {
+                        "ids": list(part),
+                        "attempt": attempt,
+                        "reason": reason,
+                        "now": now,
+                        "from_status": source.value,
+                        "to_status": to_status.value,
+                    },
+                ).scalars().all()
+                audit_moves(
+                    connection, rows, "status_changed", from_state=source.value, to_state=to_status.value,
+                    reason=reason, now=now, run_id=run_id, input_file_id=input_file_id,
+                )
+                moved += rows
+    return moved

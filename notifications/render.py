@@ -1,0 +1,228 @@
+"""The one place that renders a message: its content, the email (MIME bytes) and the letter's text.
+
+What a message says comes from the database row and is computed again at render time: each
+person's provisional code (HMAC of the NIR under the wave's key, never stored in clear) and the
+last day to oppose (from the message's send date). Names are data: autoescaped in HTML, reduced
+to one line of printable characters everywhere, and never put in a header.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from functools import lru_cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from enrolment.codes import formatted, provisional_code
+from enrolment.window import last_day_to_oppose
+from mes_rollout.config import OptOutWindow
+from notifications.french_dates import date_in_words
+
+PHONE = "3422"
+WEBSITE = "www.monespacesante.fr"
+SUBJECT = "Mon espace santé : votre espace santé personnel"
+DEFAULT_SENDER = "ne-pas-repondre@mes-rollout.invalid"
+SENDER_NAME = "Mon espace santé - Assurance Maladie"
+_BOUNDARY = "==mes-rollout-alternative=="  # "==" never occurs in quoted-printable text
+# A recipient address as the register accepts it: no spaces, quotes, angle brackets or line breaks.
+_HEADER_SAFE_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
+_MESSAGE_ID = re.compile(r"<(?P<reference>[^<>@\s]+)@[^<>\s]+>")
+
+
+class UnsafeRecipientAddress(ValueError):
+    """The email address cannot be put in a header as it is (it would fail at the relay anyway)."""
+
+
+@dataclass(frozen=True)
+class PersonCode:
+    name: str
+    code: str  # formatted for reading: XXXX-XXXX-XX
+
+
+@dataclass(frozen=True)
+class MessageContent:
+    """Everything a message says, whatever the channel."""
+
+    reference: str  # the notification id, for returns and for the 3422 line
+    recipient_name: str
+    people: tuple[PersonCode, ...]
+    audience: str  # self | self_and_represented | represented
+    send_date: dt.date
+    last_day: dt.date
+
+    def template_values(self) -> dict[str, object]:
+        deadline = date_in_words(self.last_day)
+        represented = len(self.people) - (0 if self.audience == "represented" else 1)
+        return {
+            "reference": self.reference,
+            "recipient_name": self.recipient_name,
+            "people": self.people,
+            "audience_sentence": audience_sentence(self.audience, represented, deadline),
+            "deadline": deadline,
+            "send_date": date_in_words(self.send_date),
+            "phone": PHONE,
+            "website": WEBSITE,
+        }
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person a message is for, as read from the database."""
+
+    nir: str
+    prenom: str | None
+    nom: str | None
+
+
+def one_line(text: str | None) -> str:
+    """A name as the message shows it: one line, printable characters only, single spaces."""
+    if not text:
+        return ""
+    if not text.isprintable():  # rare: control or format characters become spaces
+        text = "".join(char if char.isprintable() else " " for char in text)
+    return " ".join(text.split())
+
+
+def display_name(prenom: str | None, nom: str | None) -> str:
+    """'Camille MARTIN': the first name as written, the name in capitals."""
+    return one_line(f"{one_line(prenom)} {one_line(nom).upper()}")
+
+
+def message_content(
+    reference: str,
+    recipient_nir: str,
+    recipient: Member,
+    members: Sequence[Member],
+    wave_key: bytes,
+    send_date: dt.date,
+    window: OptOutWindow,
+) -> MessageContent:
+    people = tuple(
+        PersonCode(display_name(member.prenom, member.nom), formatted(provisional_code(wave_key, member.nir)))
+        for member in sorted(members, key=lambda member: (member.nir != recipient_nir, member.nir))
+    )
+    nirs = {member.nir for member in members}
+    if nirs == {recipient_nir}:
+        audience = "self"
+    elif recipient_nir in nirs:
+        audience = "self_and_represented"
+    else:
+        audience = "represented"
+    return MessageContent(
+        reference=reference,
+        recipient_name=display_name(recipient.prenom, recipient.nom),
+        people=people,
+        audience=audience,
+        send_date=send_date,
+        last_day=last_day_to_oppose(send_date, window),
+    )
+
+
+@lru_cache(maxsize=256)
+def audience_sentence(audience: str, represented: int, deadline: str) -> str:
+    """Who the message is for and by when they can oppose (no name in it: cached per wording)."""
+    template = environment().get_template("_audience.txt.j2")
+    return template.render(audience=audience, represented=represented, deadline=deadline)
+
+
+def _autoescape(template_name: str | None) -> bool:
+    # On everywhere but the plain-text templates, where escaping would only garble names.
+    return not (template_name or "").endswith(".txt.j2")
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("notifications", "templates"),
+        autoescape=_autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+
+
+def render_text(content: MessageContent, values: dict[str, object] | None = None) -> str:
+    return environment().get_template("email.txt.j2").render(values or content.template_values())
+
+
+def render_html(content: MessageContent, values: dict[str, object] | None = None) -> str:
+    return environment().get_template("email.html.j2").render(values or content.template_values())
+
+
+def letter_paragraphs(content: MessageContent) -> list[str]:
+    """The letter's body, one paragraph a line ('# ' a heading, '- ' a person's code)."""
+    text = environment().get_template("letter.txt.j2").render(content.template_values())
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _encoded_word(text: str) -> str:
+    """An RFC 2047 header value for a fixed text (the subject, the sender's name)."""
+    encoded = binascii.b2a_qp(text.encode(), header=True).decode("ascii").replace("?", "=3F")
+    return f"=?utf-8?q?{encoded}?="
+
+
+_SUBJECT_HEADER = _encoded_word(SUBJECT)
+
+
+def _quoted_printable(text: str) -> bytes:
+    # Soft line breaks at 76 characters; every line ends CRLF as SMTP wants.
+    return binascii.b2a_qp(text.replace("\r\n", "\n").encode(), istext=True).replace(b"\n", b"\r\n")
+
+
+def message_id(reference: str, sender: str) -> str:
+    """The Message-ID of a notification: the same for every attempt, so that a mail client shows a
+    re-sent copy once; the relay and the feedback file give the reference back."""
+    domain = sender.rsplit("@", 1)[-1].strip(" >") or "mes-rollout.invalid"
+    return f"<{reference}@{domain}>"
+
+
+def reference_of(message_id_header: str) -> str | None:
+    """The notification id carried by a Message-ID header, or None."""
+    match = _MESSAGE_ID.search(message_id_header or "")
+    return match.group("reference") if match else None
+
+
+def build_email(
+    content: MessageContent, to_address: str, *, sender: str = DEFAULT_SENDER, attempt: int = 1,
+    now: dt.datetime | None = None,
+) -> bytes:
+    """The email as MIME bytes: multipart/alternative with a plain-text and an HTML part, both
+    quoted-printable UTF-8. Built by hand: the `email` package costs more than the rest of sending."""
+    if not _HEADER_SAFE_ADDRESS.match(to_address or ""):
+        raise UnsafeRecipientAddress("the recipient address cannot be used in a header")
+    date = formatdate(now.timestamp() if now else None, localtime=False, usegmt=True)
+    values = content.template_values()
+    head = (
+        f"From: {_encoded_word(SENDER_NAME)} <{sender}>\r\n"
+        f"To: {to_address}\r\n"
+        f"Subject: {_SUBJECT_HEADER}\r\n"
+        f"Date: {date}\r\n"
+        f"Message-ID: {message_id(content.reference, sender)}\r\n"
+        f"X-Mes-Attempt: {attempt}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Language: fr\r\n"
+        f'Content-Type: multipart/alternative; boundary="{_BOUNDARY}"\r\n'
+        "\r\n"
+    ).encode("ascii")
+    part_head = (
+        f"--{_BOUNDARY}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    return b"".join(
+        (
+            head,
+            (part_head % "plain").encode("ascii"),
+            _quoted_printable(render_text(content, values)),
+            b"\r\n",
+            (part_head % "html").encode("ascii"),
+            _quoted_printable(render_html(content, values)),
+            f"\r\n--{_BOUNDARY}--\r\n".encode("ascii"),
+        )
+    )

@@ -1,0 +1,79 @@
+-- The cohort of a wave, every person routed in one pass (wave planning and its dry run share it).
+-- Eligible: residence département in the wave, alive on the send date, and in no wave yet, or
+-- unreachable in an earlier one (a register update may have given them an email or an address).
+-- Minors (born after the adult_born_by parameter) and people with a representative are told through the
+-- representative, who must be a known living person. Channel of the recipient: email when usable
+-- and not bounced, else a letter when the address is printable and not returned (NPAI), else
+-- unreachable. Recipients are ranked by département (2A/2B as 20, in numeric order) then NIR: the
+-- first recipient_cap are told, the others are left for a later wave (OVER_CAP). shard cuts the
+-- told people into chunks of about shard_size, a recipient's people always in the same chunk.
+-- Columns: wave_id, nir, recipient_nir, departement, outcome, channel, reason, shard.
+WITH candidates AS (
+    SELECT
+        p.nir,
+        p.departement,
+        CASE WHEN p.nir_representant IS NOT NULL OR p.date_naissance > :adult_born_by
+             THEN p.nir_representant ELSE p.nir END AS recipient_nir,
+        CASE WHEN p.departement = '2A' THEN '20A' WHEN p.departement = '2B' THEN '20B'
+             ELSE p.departement END AS departement_order
+    FROM persons AS p
+    JOIN wave_departements AS wd ON wd.wave_id = :wave_id AND wd.departement = p.departement
+    LEFT JOIN enrolments AS e ON e.nir = p.nir
+    WHERE (p.date_deces IS NULL OR p.date_deces > :send_date)
+      AND (e.nir IS NULL OR e.state = 'unreachable')
+),
+routed AS (
+    SELECT
+        c.nir,
+        c.departement,
+        c.departement_order,
+        c.recipient_nir,
+        CASE
+            WHEN c.recipient_nir IS NULL THEN 'REPRESENTATIVE_MISSING'
+            WHEN r.nir IS NULL THEN 'REPRESENTATIVE_UNKNOWN'
+            WHEN r.date_deces IS NOT NULL THEN 'REPRESENTATIVE_DECEASED'
+        END AS exclusion,
+        CASE
+            WHEN r.email IS NOT NULL AND NOT r.email_bounced THEN 'email'
+            WHEN r.address_problem IS NULL AND NOT r.address_returned THEN 'letter'
+        END AS channel
+    FROM candidates AS c
+    LEFT JOIN persons AS r ON r.nir = c.recipient_nir
+),
+recipients AS (
+    SELECT recipient_nir, MIN(departement_order) AS departement_order, COUNT(*) AS people
+    FROM routed
+    WHERE exclusion IS NULL AND channel IS NOT NULL
+    GROUP BY recipient_nir
+),
+ranked AS (
+    SELECT
+        recipient_nir,
+        ROW_NUMBER() OVER (ORDER BY departement_order, recipient_nir) AS recipient_rank,
+        SUM(people) OVER (ORDER BY departement_order, recipient_nir ROWS UNBOUNDED PRECEDING) AS people_through
+    FROM recipients
+)
+SELECT
+    :wave_id AS wave_id,
+    rt.nir,
+    rt.recipient_nir,
+    rt.departement,
+    CASE
+        WHEN rt.exclusion IS NOT NULL THEN 'excluded'
+        WHEN rt.channel IS NULL THEN 'unreachable'
+        WHEN rk.recipient_rank > :recipient_cap THEN 'excluded'
+        ELSE 'notify'
+    END AS outcome,
+    rt.channel,
+    CASE
+        WHEN rt.exclusion IS NOT NULL THEN rt.exclusion
+        WHEN rt.channel IS NULL THEN 'NO_CONTACT'
+        WHEN rk.recipient_rank > :recipient_cap THEN 'OVER_CAP'
+    END AS reason,
+    CASE
+        WHEN rt.exclusion IS NULL AND rt.channel IS NOT NULL AND rk.recipient_rank <= :recipient_cap
+        THEN (CAST(rk.people_through AS BIGINT) - 1) / :shard_size
+        ELSE -1
+    END AS shard
+FROM routed AS rt
+LEFT JOIN ranked AS rk ON rk.recipient_nir = rt.recipient_nir

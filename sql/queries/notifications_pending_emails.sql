@@ -1,0 +1,16 @@
+-- The next emails of one status to hand to the relay, in id order (keyset pagination): the
+-- waves must be approved and due on the run's logical date. dao.py appends the shard and
+-- claimed-before conditions where the comment stands.
+SELECT n.notification_id, n.wave_id, n.recipient_nir, n.email, n.attempts, n.send_date, n.status,
+       r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom
+FROM notifications n
+JOIN waves w ON w.wave_id = n.wave_id
+LEFT JOIN persons r ON r.nir = n.recipient_nir
+WHERE n.channel = :email
+  AND n.status = :status
+  AND w.state = :approved
+  AND w.send_date <= :logical_date
+  AND n.notification_id > :after_id
+  /* more conditions */
+ORDER BY n.notification_id
+LIMIT :limit

@@ -1,0 +1,167 @@
+"""Print batches: the PDF read back (pages, text, the address inside the DL window), the manifest,
+the SHA-256 recorded, the same bytes on a re-run, unprintable addresses, and posting."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pypdf import PdfReader
+from sqlalchemy import Engine, text
+
+from enrolment.codes import formatted, provisional_code, wave_key
+from enrolment.window import opt_out_deadline
+from mes_rollout.config import load_settings
+from mes_rollout.db import as_date, as_datetime
+from notifications.letter_pdf import WINDOW_MM
+from notifications.letters import MANIFEST_COLUMNS, post_printed_batches, print_letters
+from tests.notifications.factories import adult, create_notification, create_wave, family, fetch, load_people
+
+SEND_DAY = dt.date(2022, 1, 31)
+MM = 72 / 25.4
+
+
+def _letters_wave(engine: Engine, var_dir: Path, folder: Path) -> tuple[str, dict[str, list[dict[str, str]]]]:
+    single = adult(email="", nom_naissance="Lefèvre")
+    cedex = adult(email="", adresse_ligne4="", adresse_ligne5="BP 90231", code_postal="75381", commune="Paris Cedex 08")
+    hostile = adult(email="", prenoms="<b>Zoé</b>", nom_naissance="O'Brien\nX")
+    load_people(engine, folder, [single, cedex, hostile])
+    parent, kids = family(folder, engine, children=2, email="")
+    wave = create_wave(engine, var_dir)
+    people = {}
+    for recipient, members in ((single, [single]), (cedex, [cedex]), (hostile, [hostile]),
+                               (parent, [parent, *kids])):
+        notification_id = create_notification(engine, var_dir, wave, recipient, members, channel="letter")
+        people[notification_id] = members
+    return wave, people
+
+
+def _positions(page: Any) -> list[tuple[str, float, float]]:
+    """(text, x, y from the top) of each string drawn on a page, in mm."""
+    found: list[tuple[str, float, float]] = []
+
+    def visit(text_: str, cm: list[float], tm: list[float], font: Any, size: float) -> None:
+        if text_.strip():
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            found.append((text_.strip(), x / MM, (float(page.mediabox.height) - y) / MM))
+
+    page.extract_text(visitor_text=visit)
+    return found
+
+
+def test_a_print_batch_reads_back_with_every_code_and_the_address_in_the_window(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    wave, people = _letters_wave(engine, settings_env, tmp_path)
+
+    summary = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1", batch_size=3)
+
+    assert summary.batches == ["20220131-0001", "20220131-0002"] and summary.letters_printed == 4
+    batches = {row.batch_id: row for row in fetch(engine, "SELECT * FROM print_batches ORDER BY sequence")}
+    key = wave_key(settings_env, wave)
+    seen_references: set[str] = set()
+    for batch in batches.values():
+        pdf, manifest = Path(batch.pdf_path), Path(batch.manifest_path)
+        assert batch.pdf_sha256 == hashlib.sha256(pdf.read_bytes()).hexdigest()
+        assert batch.manifest_sha256 == hashlib.sha256(manifest.read_bytes()).hexdigest()
+        reader = PdfReader(pdf)
+        assert len(reader.pages) == batch.pages
+        assert reader.pages[0].mediabox.width == 595.2756 or abs(float(reader.pages[0].mediabox.width) - 595.28) < 0.1
+        rows = list(csv.DictReader(io.StringIO(manifest.read_text(encoding="utf-8")), delimiter=";"))
+        assert tuple(rows[0].keys()) == MANIFEST_COLUMNS and len(rows) == batch.letters
+        for row in rows:
+            reference = row["reference"]
+            seen_references.add(reference)
+            first = int(row["page"])
+            pages = [reader.pages[first - 1 + n] for n in range(int(row["pages"]))]
+            content = "\n".join(page.extract_text() for page in pages)
+            assert reference in content and "3422" in content and "lundi 28 février 2022" in content
+            for person in people[reference]:
+                assert formatted(provisional_code(key, person["nir"])) in content
+                assert person["nir"] not in content
+            address = [row[f"ligne{n}"] for n in range(1, 7) if row[f"ligne{n}"]]
+            placed = {text_: (x, y) for text_, x, y in _positions(pages[0])}
+            left, top, width, height = WINDOW_MM
+            for line in address:
+                x, y = placed[line]
+                assert left <= x and x + len(line) * 6 / MM <= left + width, line  # Courier 10 pt: 6 pt a letter
+                assert top <= y - 3.5 and y <= top + height, line
+            assert any(text_ == f"Réf. {reference}" and top <= y <= top + height for text_, x, y in
+                       _positions(pages[0]))
+    assert seen_references == set(people)
+    cedex_row = next(row for row in fetch(engine, "SELECT notification_id FROM notifications") if
+                     people[row.notification_id][0]["code_postal"] == "75381")
+    manifests = "".join(Path(b.manifest_path).read_text(encoding="utf-8") for b in batches.values())
+    assert f"{cedex_row.notification_id};" in manifests and "BP 90231;75381 PARIS CEDEX 08" in manifests
+    assert "&lt;" not in manifests and "<b>" not in manifests  # names are normalised, not escaped
+    statuses = fetch(engine, "SELECT status, print_batch, send_date FROM notifications")
+    assert {(row.status, as_date(row.send_date)) for row in statuses} == {("printed", SEND_DAY)}
+    assert {row.print_batch for row in statuses} == set(batches)
+
+
+def test_printing_again_after_a_crash_gives_the_same_bytes(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    settings = load_settings()
+    _letters_wave(engine, settings_env, tmp_path)
+    first = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+    [batch] = fetch(engine, "SELECT * FROM print_batches")
+    kept = tmp_path / "first.pdf"
+    shutil.copy(batch.pdf_path, kept)
+    # The crash: files written, nothing recorded.
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM print_batches"))
+        connection.execute(text("UPDATE notifications SET status = 'created', print_batch = NULL"))
+    Path(batch.pdf_path).unlink()
+
+    again = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-2")
+
+    [rerun] = fetch(engine, "SELECT * FROM print_batches")
+    assert again.batches == first.batches and rerun.batch_id == batch.batch_id
+    assert Path(rerun.pdf_path).read_bytes() == kept.read_bytes()
+    assert (rerun.pdf_sha256, rerun.manifest_sha256) == (batch.pdf_sha256, batch.manifest_sha256)
+
+
+def test_unprintable_or_returned_addresses_are_not_printed_and_leave_people_unreachable(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    good = adult(email="")
+    returned = adult(email="")
+    load_people(engine, tmp_path, [good, returned])
+    wave = create_wave(engine, settings_env)
+    printed = create_notification(engine, settings_env, wave, good, channel="letter")
+    cancelled = create_notification(engine, settings_env, wave, returned, channel="letter")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE persons SET address_returned = TRUE WHERE nir = :nir"), {"nir": returned["nir"]})
+
+    summary = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+
+    assert summary.letters_printed == 1 and summary.not_printable == 1
+    statuses = dict(fetch(engine, "SELECT notification_id, status FROM notifications"))
+    assert statuses == {printed: "printed", cancelled: "cancelled"}
+    states = dict(fetch(engine, "SELECT nir, state FROM enrolments"))
+    assert states[returned["nir"]] == "unreachable" and states[good["nir"]] == "planned"
+
+
+def test_posting_a_batch_starts_the_window_of_each_person(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    settings = load_settings()
+    _, people = _letters_wave(engine, settings_env, tmp_path)
+    print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+
+    posted = post_printed_batches(engine, settings, logical_date=SEND_DAY, run_id="post-1")
+
+    assert posted == ["20220131-0001"]
+    assert {row.status for row in fetch(engine, "SELECT status FROM notifications")} == {"posted"}
+    [batch] = fetch(engine, "SELECT state, posted_on FROM print_batches")
+    assert (batch.state, as_date(batch.posted_on)) == ("posted", SEND_DAY)
+    deadline = opt_out_deadline(SEND_DAY, settings.opt_out_window)
+    enrolments = fetch(engine, "SELECT state, opt_out_deadline FROM enrolments")
+    assert len(enrolments) == sum(len(members) for members in people.values())
+    assert {(row.state, as_datetime(row.opt_out_deadline)) for row in enrolments} == {("notified", deadline)}
+    assert post_printed_batches(engine, settings, logical_date=SEND_DAY, run_id="post-2") == []

@@ -1,0 +1,111 @@
+"""GX validations of a migration run catch what a broken migration would get wrong; the compliance
+report counts by reason, type and confidentiality, links the Data Docs, masks NIRs, shows no title."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from enrolment.nir import mask
+from mes_rollout.config import load_settings
+from migration import pipeline, run
+from migration.intake import load_dmp_extract
+from migration.store import open_store
+from tests.migration.factories import ExtractBuilder, a_person, insert_space, load_people
+from validation.migration_checks import ValidationFailed
+
+RUN = dt.date(2022, 3, 2)
+TITLE = "Sérologie <script>alert(1)</script> très confidentielle"
+
+
+def _extract(engine: Engine, tmp_path: Path) -> tuple[dict[str, str], ExtractBuilder]:
+    person, identity_wrong = a_person(), a_person()
+    load_people(engine, tmp_path, [person, identity_wrong], dt.date(2022, 1, 20))
+    builder = ExtractBuilder(tmp_path / "dmp")
+    dmp_id = builder.add_dmp(person)
+    for _ in range(4):
+        builder.add_document(dmp_id, title=TITLE)
+    builder.add_document(dmp_id, confidentiality="R|MASQUE_PS", type_code="18748-4", class_code="31")
+    builder.add_document(dmp_id, type_code="XX-DOC", title=TITLE)
+    other = builder.add_dmp(identity_wrong, sexe="M")
+    builder.add_document(other, title=TITLE)
+    load_dmp_extract(engine, builder.write())
+    insert_space(engine, person["nir"], dt.date(2022, 3, 1))
+    insert_space(engine, identity_wrong["nir"], dt.date(2022, 3, 1))
+    return identity_wrong, builder
+
+
+@pytest.mark.slow
+def test_the_report_counts_links_and_hides_what_it_must(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    identity_wrong, builder = _extract(engine, tmp_path)
+    settings = load_settings()
+    summary = run.migrate(engine, settings, open_store(settings), RUN, holdback_threshold=0.5)
+    folder = Path(summary["report"]).parent
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert report["documents"] == {"source": 7, "migrated": 5, "held_back": 2, "skipped": 0, "committed": 7}
+    assert report["reasons"]["held_back"] == {"IDENTITY_MISMATCH": 1, "UNKNOWN_TYPE_CODE": 1}
+    by_type = {row["type_code"]: row for row in report["by_type"]}
+    assert by_type["18748-4"]["migrated"] == 1 and by_type["XX-DOC"]["held_back"] == 1
+    assert {row["confidentiality"]: row["migrated"] for row in report["by_confidentiality"]} == {"N": 4, "R|MASQUE_PS": 1}
+    assert [dmp["nir"] for dmp in report["held_back_dmps"]] == sorted([mask(identity_wrong["nir"]), mask(builder.dmps[0]["nir"])])
+    assert (folder / report["data_docs"]).is_file()
+    assert (folder / "data_docs" / "validations" / "dmp_reconciliation").is_dir()
+    for name in ("report.json", "report.html"):
+        written = (folder / name).read_text(encoding="utf-8")
+        for row in builder.dmps:
+            assert row["nir"] not in written
+        assert "Sérologie" not in written and "<script>" not in written
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert 'href="data_docs/index.html"' in html
+    # Data Docs see ids and codes, never a NIR, a title or content.
+    for page in (folder / "data_docs").rglob("*.html"):
+        text_ = page.read_text(encoding="utf-8")
+        assert not any(row["nir"] in text_ for row in builder.dmps) and "Sérologie" not in text_
+
+
+@pytest.mark.slow
+def test_a_lost_decision_fails_the_reconciliation(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    _extract(engine, tmp_path)
+    settings = load_settings()
+    store = open_store(settings)
+    planned = run.start(engine, settings, RUN, holdback_threshold=0.5)
+    run.classify(engine, store, planned["run_id"])
+    with engine.begin() as connection:
+        lost = connection.execute(text("SELECT entry_uuid FROM migration_decisions LIMIT 1")).scalar_one()
+        connection.execute(text("DELETE FROM migration_decisions WHERE entry_uuid = :e"), {"e": lost})
+    with pytest.raises(ValidationFailed, match="do not reconcile"):
+        run.validate_decisions(engine, settings, planned["run_id"])
+    with pytest.raises(run.MigrationRunFailed, match="failed"):
+        run.report(engine, settings, planned["run_id"])
+    with engine.connect() as connection:
+        state, validation = connection.execute(text("SELECT state, validation FROM migration_runs")).one()
+    validation = json.loads(validation) if isinstance(validation, str) else validation
+    assert state == "failed"
+    failed = {suite["suite"]: suite["failed_critical"] for suite in validation["decisions"]["suites"]}
+    assert failed["dmp_reconciliation"] == ["expect_column_pair_values_to_be_equal(source)"]
+
+
+@pytest.mark.slow
+def test_a_changed_confidentiality_or_lost_content_fails_the_migrated_suite(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    _extract(engine, tmp_path)
+    settings = load_settings()
+    store = open_store(settings)
+    planned = run.start(engine, settings, RUN, holdback_threshold=0.5)
+    run_id = planned["run_id"]
+    run.classify(engine, store, run_id)
+    run.gate(engine, run_id)
+    pipeline.commit_run(engine, store, run_id)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE migrated_documents SET confidentiality = 'N' WHERE confidentiality = 'R|MASQUE_PS'"))
+        key = connection.execute(text("SELECT store_key FROM migrated_documents WHERE confidentiality = 'N' LIMIT 1")).scalar_one()
+    store.path_of(key).unlink()  # type: ignore[attr-defined]
+    with pytest.raises(ValidationFailed) as failed:
+        run.validate_committed(engine, settings, store, run_id)
+    assert "expect_column_pair_values_to_be_equal(confidentiality)" in str(failed.value)
+    assert "expect_column_pair_values_to_be_equal(stored_size)" in str(failed.value)

@@ -1,0 +1,196 @@
+"""The validations of a migration run, as its DAG tasks call them.
+
+- `validate_decisions` (after classification, before the gate): the staged extract of the run's
+  scope, and the reconciliation of the decisions (nothing lost while deciding).
+- `validate_committed` (after commit): the migrated documents, and the reconciliation of the
+  committed outcomes. Both must pass, or the run is failed.
+
+Frames are read chunk by chunk (whole batches, about `CHUNK_DOCUMENTS` documents each), so memory
+stays flat whatever the size of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, text
+
+from mes_rollout.config import Settings
+from mes_rollout.db import load_query
+from migration.store import DocumentStore
+from validation import suites
+from validation.gx_context import RunValidator, SuiteOutcome
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHUNK_DOCUMENTS = int(os.environ.get("MES_VALIDATION_CHUNK_DOCUMENTS", "25000"))
+
+
+class ValidationFailed(RuntimeError):
+    """A validation that must pass did not; the message names the suites and expectations."""
+
+
+def run_folder(settings: Settings, run_id: str) -> Path:
+    """Where a migration run's report, GX project and Data Docs live."""
+    return settings.reports_dir / "migration" / run_id
+
+
+def chunk_ranges(engine: Engine, run_id: str, max_documents: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive batch ranges of about `max_documents` documents each."""
+    limit = max_documents or CHUNK_DOCUMENTS
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT batch_no, documents FROM migration_batches WHERE run_id = :r ORDER BY batch_no"),
+            {"r": run_id},
+        ).all()
+    ranges: list[tuple[int, int]] = []
+    first, total = None, 0
+    for batch_no, documents in rows:
+        if first is None:
+            first = int(batch_no)
+        total += int(documents)
+        if total >= limit:
+            ranges.append((first, int(batch_no)))
+            first, total = None, 0
+    if first is not None:
+        ranges.append((first, int(rows[-1][0])))
+    return ranges
+
+
+def _frames(engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:
+    import pandas as pd
+
+    sql = text(load_query(query))
+    for first, last in ranges:
+        with engine.connect() as connection:
+            result = connection.execute(sql, {"run_id": run_id, "first_batch": first, "last_batch": last})
+            columns = list(result.keys())
+            yield pd.DataFrame.from_records(result.all(), columns=columns)
+
+
+def staged_frames(engine: Engine, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:
+    for frame in _frames(engine, "migration_frame_staged.sql", run_id, ranges):
+        frame["size"] = frame["size"].astype("int64")
+        frame["type_class"] = frame["type_code"] + "/" + frame["class_code"]
+        yield frame
+
+
+def migrated_frames(
+    engine: Engine, store: DocumentStore, run_id: str, ranges: list[tuple[int, int]]
+) -> Iterator[pd.DataFrame]:
+    """The migrated documents beside their source, with checks computed per chunk (whole persons).
+
+    The NIR is replaced by a number local to the chunk (`space`) before GX sees the frame.
+    """
+    import pandas as pd
+
+    for frame in _frames(engine, "migration_frame_migrated.sql", run_id, ranges):
+        frame["space"] = pd.factorize(frame["nir"])[0]
+        frame = frame.drop(columns=["nir"])
+        for column in ("size", "source_size"):
+            frame[column] = frame[column].astype("int64")
+        frame["stored_size"] = [store.size(key) if key else None for key in frame["store_key"]]
+        frame["stored_size"] = frame["stored_size"].astype("Int64")
+        frame["type_class"] = frame["type_code"] + "/" + frame["class_code"]
+        is_current = frame["version_role"].eq("current")
+        frame["head_is_current"] = frame["chain_head"].isin(set(frame.loc[is_current, "entry_uuid"]))
+        frame["chain_currents"] = is_current.astype("int64").groupby(frame["chain_head"]).transform("sum")
+        # The same unique_id in two different chains of one space: migrated twice.
+        chains = frame[["space", "unique_id", "chain_head"]].drop_duplicates()
+        twice = chains[chains.duplicated(["space", "unique_id"], keep=False)][["space", "unique_id"]]
+        keys = pd.MultiIndex.from_frame(frame[["space", "unique_id"]])
+        frame["duplicate_in_space"] = keys.isin(pd.MultiIndex.from_frame(twice)) if len(twice) else False
+        yield frame
+
+
+def reconciliation_frames(
+    engine: Engine, run_id: str, ranges: list[tuple[int, int]], *, committed: bool, totals: dict[str, int]
+) -> Iterator[pd.DataFrame]:
+    query = "migration_frame_reconciliation_committed.sql" if committed else "migration_frame_reconciliation_decided.sql"
+    for frame in _frames(engine, query, run_id, ranges):
+        for column in ("source", "migrated", "held_back", "skipped"):
+            frame[column] = frame[column].astype("int64")
+            totals[column] = totals.get(column, 0) + int(frame[column].sum())
+        frame["accounted"] = frame["migrated"] + frame["held_back"] + frame["skipped"]
+        totals["dmps"] = totals.get("dmps", 0) + len(frame)
+        yield frame
+
+
+def _reconcile(validator: RunValidator, engine: Engine, run_id: str, ranges: list[tuple[int, int]], *, committed: bool) -> tuple[SuiteOutcome, SuiteOutcome, dict[str, int]]:
+    import pandas as pd
+
+    totals: dict[str, int] = {}
+    per_dmp = validator.validate(
+        suites.reconciliation_suite(), reconciliation_frames(engine, run_id, ranges, committed=committed, totals=totals)
+    )
+    with engine.connect() as connection:
+        scope = connection.execute(text(load_query("migration_source_total.sql")), {"run_id": run_id}).one()
+    totals = {name: totals.get(name, 0) for name in ("dmps", "source", "migrated", "held_back", "skipped")}
+    totals["accounted"] = totals["migrated"] + totals["held_back"] + totals["skipped"]
+    total_frame = pd.DataFrame([totals])
+    in_total = validator.validate(suites.totals_suite(int(scope.documents), int(scope.dmps)), [total_frame])
+    return per_dmp, in_total, {**totals, "scope_documents": int(scope.documents), "scope_dmps": int(scope.dmps)}
+
+
+def _record(engine: Engine, run_id: str, key: str, summary: dict[str, Any]) -> dict[str, Any]:
+    with engine.begin() as connection:
+        stored = connection.execute(
+            text("SELECT validation FROM migration_runs WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+        validation = (json.loads(stored) if isinstance(stored, str) else dict(stored or {})) if stored else {}
+        validation[key] = summary
+        connection.execute(
+            text("UPDATE migration_runs SET validation = :v WHERE run_id = :r"),
+            {"v": json.dumps(validation, sort_keys=True), "r": run_id},
+        )
+    return validation
+
+
+def validate_decisions(engine: Engine, settings: Settings, run_id: str, holdback_threshold: float) -> dict[str, Any]:
+    """The staged extract of the run's scope (reported) and the reconciliation of decisions (must pass)."""
+    folder = run_folder(settings, run_id)
+    validator = RunValidator(folder)
+    ranges = chunk_ranges(engine, run_id)
+    staged = validator.validate(suites.staged_extract_suite(holdback_threshold), staged_frames(engine, run_id, ranges))
+    per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=False)
+    docs = validator.build_data_docs()
+    summary = {
+        "suites": [outcome.as_dict() for outcome in (staged, per_dmp, in_total)],
+        "reconciliation": totals,
+        "passed": per_dmp.passed and in_total.passed,
+        "staged_extract_passed": staged.passed,
+        "data_docs": str(docs.relative_to(folder)),
+        "gx_seconds": round(validator.seconds, 3),
+    }
+    _record(engine, run_id, "decisions", summary)
+    if not summary["passed"]:
+        raise ValidationFailed(f"run {run_id}: the decisions do not reconcile with the source: {totals}")
+    return summary
+
+
+def validate_committed(engine: Engine, settings: Settings, store: DocumentStore, run_id: str) -> dict[str, Any]:
+    """The migrated documents and the reconciliation of committed outcomes; both must pass."""
+    folder = run_folder(settings, run_id)
+    validator = RunValidator(folder)
+    ranges = chunk_ranges(engine, run_id)
+    migrated = validator.validate(suites.migrated_documents_suite(), migrated_frames(engine, store, run_id, ranges))
+    per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=True)
+    docs = validator.build_data_docs()
+    outcomes = (migrated, per_dmp, in_total)
+    summary = {
+        "suites": [outcome.as_dict() for outcome in outcomes],
+        "reconciliation": totals,
+        "passed": all(outcome.passed for outcome in outcomes),
+        "data_docs": str(docs.relative_to(folder)),
+        "gx_seconds": round(validator.seconds, 3),
+    }
+    _record(engine, run_id, "committed", summary)
+    if not summary["passed"]:
+        failed = [f"{o.suite}: {', '.join(o.failed_critical)}" for o in outcomes if not o.passed]
+        raise ValidationFailed(f"run {run_id}: validation failed: {'; '.join(failed)}")
+    return summary
