@@ -173,6 +173,8 @@ def load_decisions(
             summary.read += len(chunk)
         connection.exec_driver_sql("CREATE INDEX ix_decisions_staging_reference ON decisions_staging (reference)")
         connection.exec_driver_sql("CREATE INDEX ix_decisions_staging_nir ON decisions_staging (nir, status)")
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE decisions_staging")
         summary.ignored = _ignore_seen_before(connection)
         _quarantine_unknown_nirs(connection, summary)
         _apply(connection, summary, as_of=as_of, run_id=run_id, now=now)
@@ -213,7 +215,7 @@ def _ignore_seen_before(connection: Connection) -> int:
         connection.execute(
             text(
                 "UPDATE decisions_staging SET status = 'ignored'"
-                " WHERE reference IN (SELECT reference FROM decisions)"
+                " WHERE EXISTS (SELECT 1 FROM decisions WHERE decisions.reference = decisions_staging.reference)"
                 " OR line_no > (SELECT MIN(earlier.line_no) FROM decisions_staging AS earlier"
                 "               WHERE earlier.reference = decisions_staging.reference)"
             )
@@ -226,7 +228,7 @@ def _quarantine_unknown_nirs(connection: Connection, summary: DecisionsSummary) 
     unknown = connection.execute(
         text(
             "SELECT line_no, nir FROM decisions_staging WHERE status = 'pending'"
-            " AND nir NOT IN (SELECT nir FROM persons) ORDER BY line_no"
+            " AND NOT EXISTS (SELECT 1 FROM persons WHERE persons.nir = decisions_staging.nir) ORDER BY line_no"
         )
     ).all()
     _quarantine(
@@ -237,7 +239,7 @@ def _quarantine_unknown_nirs(connection: Connection, summary: DecisionsSummary) 
     connection.execute(
         text(
             "UPDATE decisions_staging SET status = 'quarantined'"
-            " WHERE status = 'pending' AND nir NOT IN (SELECT nir FROM persons)"
+            " WHERE status = 'pending' AND NOT EXISTS (SELECT 1 FROM persons WHERE persons.nir = decisions_staging.nir)"
         )
     )
 

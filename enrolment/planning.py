@@ -168,10 +168,10 @@ def _select(
     connection.execute(
         text(
             "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
-            " SELECT :now, 'enrolment', c.nir, 'unreachable', e.state, :unreachable,"
+            " SELECT :now, 'enrolment', c.nir, 'unreachable',"
+            " (SELECT e.state FROM enrolments AS e WHERE e.nir = c.nir), :unreachable,"
             " 'wave ' || c.wave_id || ': no usable email nor printable address for the recipient', :run_id"
-            " FROM wave_cohort AS c LEFT JOIN enrolments AS e ON e.nir = c.nir"
-            " WHERE c.wave_id = :wave_id AND c.outcome = 'unreachable' AND (e.nir IS NULL OR e.state = :unreachable)"
+            " FROM wave_cohort AS c WHERE c.wave_id = :wave_id AND c.outcome = 'unreachable'"
         ),
         params,
     )
@@ -205,8 +205,8 @@ def _select(
 def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str]]) -> None:
     connection.exec_driver_sql("DROP TABLE IF EXISTS plan_keys")
     connection.exec_driver_sql(
-        "CREATE TEMP TABLE plan_keys (nir TEXT NOT NULL, recipient_nir TEXT NOT NULL, channel TEXT NOT NULL,"
-        " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL)"
+        "CREATE TEMP TABLE plan_keys (nir TEXT PRIMARY KEY, recipient_nir TEXT NOT NULL, channel TEXT NOT NULL,"
+        " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL, previous_state TEXT)"
     )
     if connection.dialect.name == "postgresql":
         raw = connection.connection.driver_connection
@@ -217,16 +217,48 @@ def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str
             ) as copy:
                 for row in rows:
                     copy.write_row(row)
-        connection.exec_driver_sql("ANALYZE plan_keys")
     else:
         raw_cursor = connection.connection.cursor()
-        raw_cursor.executemany("INSERT INTO plan_keys VALUES (?, ?, ?, ?, ?)", rows)
+        raw_cursor.executemany(
+            "INSERT INTO plan_keys (nir, recipient_nir, channel, code_hash, notification_id) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
         raw_cursor.close()
 
 
-_PLANNED_HERE = (
-    " FROM plan_keys AS k JOIN enrolments AS e ON e.nir = k.nir"
-    " WHERE e.wave_id = :wave_id AND e.state = :planned AND e.notification_id = k.notification_id"
+# The shard's statements join the staged keys (about MES_SHARD_SIZE rows) to the big tables only
+# through correlated look-ups by primary key, never a join the planner could turn into a scan of
+# every enrolment or person: the cost of a shard does not grow with the register.
+_PREVIOUS_STATE = text(
+    "UPDATE plan_keys SET previous_state = (SELECT e.state FROM enrolments AS e WHERE e.nir = plan_keys.nir)"
+)
+_ENROL = text(
+    "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, notification_id, updated_at)"
+    " SELECT nir, :wave_id, :planned, recipient_nir, code_hash, notification_id, :now FROM plan_keys WHERE TRUE"
+    " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, state = excluded.state,"
+    " recipient_nir = excluded.recipient_nir, code_hash = excluded.code_hash,"
+    " notification_id = excluded.notification_id, state_reason = NULL, notified_at = NULL,"
+    " opt_out_deadline = NULL, decided_at = NULL, updated_at = excluded.updated_at"
+    " WHERE enrolments.state = :unreachable"
+    " RETURNING nir"
+)
+_AUDIT_PLANNED = text(
+    "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
+    " SELECT :now, 'enrolment', nir, 'planned', previous_state, :planned,"
+    " 'wave ' || :wave_id || ': message ' || notification_id || ' by ' || channel, :run_id FROM plan_keys"
+)
+_NOTIFY = text(
+    "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
+    " created_at, updated_at)"
+    " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, 'created', :shard,"
+    " CASE WHEN m.channel = 'email' THEN (SELECT r.email FROM persons AS r WHERE r.nir = m.recipient_nir) END,"
+    " :now, :now"
+    " FROM (SELECT DISTINCT notification_id, recipient_nir, channel FROM plan_keys) AS m WHERE TRUE"
+    " ON CONFLICT (notification_id) DO NOTHING"
+)
+_MEMBERS = text(
+    "INSERT INTO notification_members (notification_id, nir) SELECT notification_id, nir FROM plan_keys WHERE TRUE"
+    " ON CONFLICT (notification_id, nir) DO NOTHING"
 )
 
 
@@ -259,9 +291,8 @@ def plan_shard(
             if message is None:
                 message = ids[recipient] = notification_id(key, wave_id, recipient)
             staged.append((nir, recipient, channel, code_hash(nir, provisional_code(key, nir)), message))
-        del cohort
+        del cohort, ids
         _stage_keys(connection, staged)
-        del staged, ids
         params = {
             "wave_id": wave_id,
             "shard": shard,
@@ -270,59 +301,23 @@ def plan_shard(
             "planned": EnrolmentState.PLANNED.value,
             "unreachable": EnrolmentState.UNREACHABLE.value,
         }
-        # Audit first: it reads the state each person comes from (none, or unreachable before).
+        # Whoever another wave enrolled since the selection (a move between départements while
+        # two waves plan) is not this shard's any more: dropped before and, racing, after the upsert.
+        connection.execute(_PREVIOUS_STATE)
         connection.execute(
-            text(
-                "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason,"
-                " run_id)"
-                " SELECT :now, 'enrolment', k.nir, 'planned', e.state, :planned,"
-                " 'wave ' || :wave_id || ': message ' || k.notification_id || ' by ' || k.channel, :run_id"
-                " FROM plan_keys AS k LEFT JOIN enrolments AS e ON e.nir = k.nir"
-                " WHERE e.nir IS NULL OR e.state = :unreachable"
-            ),
-            params,
+            text("DELETE FROM plan_keys WHERE previous_state IS NOT NULL AND previous_state <> :unreachable"), params
         )
-        connection.execute(
-            text(
-                "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, notification_id,"
-                " updated_at)"
-                " SELECT nir, :wave_id, :planned, recipient_nir, code_hash, notification_id, :now"
-                " FROM plan_keys WHERE TRUE"
-                " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, state = excluded.state,"
-                " recipient_nir = excluded.recipient_nir, code_hash = excluded.code_hash,"
-                " notification_id = excluded.notification_id, state_reason = NULL, notified_at = NULL,"
-                " opt_out_deadline = NULL, decided_at = NULL, updated_at = excluded.updated_at"
-                " WHERE enrolments.state = :unreachable"
-            ),
-            params,
-        )
-        connection.execute(
-            text(
-                "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
-                " created_at, updated_at)"
-                " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, 'created', :shard,"
-                " CASE WHEN m.channel = 'email' THEN r.email END, :now, :now"
-                " FROM (SELECT DISTINCT k.notification_id, k.recipient_nir, k.channel" + _PLANNED_HERE + ") AS m"
-                " JOIN persons AS r ON r.nir = m.recipient_nir WHERE TRUE"
-                " ON CONFLICT (notification_id) DO NOTHING"
-            ),
-            params,
-        )
-        people = connection.execute(
-            text(
-                "INSERT INTO notification_members (notification_id, nir) SELECT k.notification_id, k.nir"
-                + _PLANNED_HERE
-                + " ON CONFLICT (notification_id, nir) DO NOTHING"
-            ),
-            params,
-        ).rowcount
+        enrolled = set(connection.execute(_ENROL, params).scalars())
+        lost = [{"nir": row[0]} for row in staged if row[0] not in enrolled]
+        if lost:
+            connection.execute(text("DELETE FROM plan_keys WHERE nir = :nir"), lost)
+        del staged
+        connection.execute(_AUDIT_PLANNED, params)
+        connection.execute(_NOTIFY, params)
+        people = connection.execute(_MEMBERS, params).rowcount
         by_channel: dict[str, int] = dict(
             connection.execute(
-                text(
-                    "SELECT channel, COUNT(*) FROM notifications WHERE wave_id = :wave_id AND shard = :shard"
-                    " GROUP BY channel"
-                ),
-                params,
+                text("SELECT channel, COUNT(DISTINCT notification_id) FROM plan_keys GROUP BY channel")
             ).all()
         )
         result = {

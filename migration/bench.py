@@ -163,8 +163,11 @@ def bench_migration(documents: int, admin_url: str, workdir: Path | None = None,
         started = time.perf_counter()
         load_dmp_extract(engine, base / "dmp")
         intake_seconds = time.perf_counter() - started
+        # Each measured phase starts with nothing left to write back from the one before.
+        _sync_file_system(base)
         copied, baseline_seconds = baseline_copy(base / "dmp", base / "baseline", CONTENT_WORKERS)
         shutil.rmtree(base / "baseline")
+        _sync_file_system(base)
         settings = dataclasses.replace(
             load_settings(), database_url=url, reports_dir=base / "reports", document_store_dir=base / "store"
         )

@@ -20,6 +20,7 @@ from notifications.render import Member
 _ID_CHUNK = 500
 Status = NotificationStatus
 
+
 @dataclass(frozen=True)
 class PendingMessage:
     """A message to render and hand over, with what it says."""
@@ -92,9 +93,10 @@ def by_key(connection: Connection, column: str) -> str:
 
 
 def refresh_planner_statistics(connection: Connection) -> None:
-    """Table statistics for the planner before a sending run. Without them SQLite reads the
-    window's `state IN (...)` filter through the state index (every planned enrolment, for each
-    message) instead of the few people of one message."""
+    """Table statistics for the planner before a bulk run (sending, printing, feedback). Our own
+    statements do not depend on them (`by_key`), but the enrolment side's per-message ones do:
+    without statistics SQLite reads their `state IN (...)` filter through the state index, every
+    planned enrolment for each message, instead of the few people of that message."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
         for table in ("enrolments", "notifications", "notification_members"):

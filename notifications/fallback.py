@@ -10,10 +10,12 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
+from enrolment import codes
 from enrolment.window import mark_unreachable, suspend_window
 from mes_rollout import audit as audit_trail
 from mes_rollout.constants import (
@@ -28,7 +30,9 @@ from notifications import dao
 from notifications.postal_address import PostalAddress
 
 # Ids of the messages this module creates are derived from what caused them, so that a re-run
-# creates the same row (and finds it already there) instead of a second one.
+# creates the same row (and finds it already there) instead of a second one. None can be traced
+# back to a NIR without the wave's key: a fallback letter's id comes from the (keyed) email id, a
+# re-notification's from the wave's key like the planning's own ids.
 _IDS = uuid.UUID("1f0c2a52-7a43-4f43-9d0e-6d6573726f6c")
 
 
@@ -42,8 +46,8 @@ def fallback_letter_id(email_notification_id: str) -> str:
     return str(uuid.uuid5(_IDS, f"fallback-letter:{email_notification_id}"))
 
 
-def renotification_id(wave_id: str, recipient_nir: str, previous_messages: int) -> str:
-    return str(uuid.uuid5(_IDS, f"renotify:{wave_id}:{recipient_nir}:{previous_messages}"))
+def renotification_id(key: bytes, wave_id: str, recipient_nir: str, previous_messages: int) -> str:
+    return codes.notification_id(key, wave_id, f"{recipient_nir}/renotification/{previous_messages}")
 
 
 def address_of(row: Any) -> PostalAddress:
@@ -196,7 +200,9 @@ def letter_returned(
     return mark_unreachable(connection, notification_id, UnreachableReason.LETTER_RETURNED, run_id=run_id, now=now)
 
 
-def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id: str, now: dt.datetime) -> int:
+def renotify_reachable(
+    connection: Connection, *, var_dir: Path, logical_date: dt.date, run_id: str, now: dt.datetime
+) -> int:
     """People left unreachable whose recipient now has a usable channel (the register brought a
     new email or address) get a new message in their wave: email where one is usable, else a
     letter. Their enrolment goes back to planned. Returns the number of messages created."""
@@ -218,7 +224,7 @@ def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id:
         if not has_email and not printable_address(first):
             continue
         channel = Channel.EMAIL if has_email else Channel.LETTER
-        notification_id = renotification_id(wave_id, recipient_nir, int(first.previous_messages))
+        new_id = renotification_id(codes.wave_key(var_dir, wave_id), wave_id, recipient_nir, int(first.previous_messages))
         inserted = connection.execute(
             text(
                 "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
@@ -227,7 +233,7 @@ def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id:
                 " ON CONFLICT (notification_id) DO NOTHING"
             ),
             {
-                "id": notification_id,
+                "id": new_id,
                 "wave_id": wave_id,
                 "recipient": recipient_nir,
                 "channel": channel.value,
@@ -242,9 +248,9 @@ def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id:
         nirs = sorted({row.nir for row in rows})
         connection.execute(
             text("INSERT INTO notification_members (notification_id, nir) VALUES (:id, :nir)"),
-            [{"id": notification_id, "nir": nir} for nir in nirs],
+            [{"id": new_id, "nir": nir} for nir in nirs],
         )
-        _point_enrolments_at(connection, notification_id, nirs)
+        _point_enrolments_at(connection, new_id, nirs)
         params = [
             {"nir": nir, "planned": EnrolmentState.PLANNED.value, "unreachable": EnrolmentState.UNREACHABLE.value,
              "now": now}
@@ -262,7 +268,7 @@ def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id:
             (
                 audit_trail.AuditEvent(
                     "enrolment", nir, "renotified", now, from_state=EnrolmentState.UNREACHABLE.value,
-                    to_state=EnrolmentState.PLANNED.value, reason=f"new {channel.value} {notification_id}",
+                    to_state=EnrolmentState.PLANNED.value, reason=f"new {channel.value} {new_id}",
                     run_id=run_id,
                 )
                 for nir in nirs
@@ -271,7 +277,7 @@ def renotify_reachable(connection: Connection, *, logical_date: dt.date, run_id:
         audit_trail.record(
             connection,
             audit_trail.AuditEvent(
-                "notification", notification_id, "renotification_created", now,
+                "notification", new_id, "renotification_created", now,
                 to_state=NotificationStatus.CREATED.value, reason="recipient reachable again", run_id=run_id,
             ),
         )

@@ -33,7 +33,7 @@ from notifications import dao
 from notifications.fallback import address_of
 from notifications.french_dates import date_in_words
 from notifications.letter_pdf import Letter, PrintFile
-from notifications.postal_address import MAX_LINES
+from notifications.postal_address import MAX_LINES, PostalAddress
 from notifications.render import Member, letter_paragraphs, message_content
 from notifications.windows import start_windows
 
@@ -60,7 +60,7 @@ class _PendingLetter:
     shard: int
     wave_id: str
     recipient: Member
-    address: Any  # PostalAddress
+    address: PostalAddress
     address_returned: bool
     members: tuple[Member, ...]
 

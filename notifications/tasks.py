@@ -54,7 +54,9 @@ def ensure_smtp_pool(slots: int = DEFAULT_POOL_SLOTS) -> None:
 def renotify(send_date: dt.date, run_id: str) -> dict[str, int]:
     now = dt.datetime.now(dt.UTC)
     with get_engine().begin() as connection:
-        created = fallback.renotify_reachable(connection, logical_date=send_date, run_id=run_id, now=now)
+        created = fallback.renotify_reachable(
+            connection, var_dir=load_settings().var_dir, logical_date=send_date, run_id=run_id, now=now
+        )
     return {"renotifications": created}
 
 

@@ -219,14 +219,14 @@ def test_people_left_unreachable_are_told_again_once_the_register_brings_a_new_a
     ]))
     now = dt.datetime.now(dt.UTC)
     with engine.begin() as connection:  # nothing new in the register yet: nobody is told again
-        assert renotify_reachable(connection, logical_date=dt.date(2022, 2, 8), run_id="r1", now=now) == 0
+        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r1", now=now) == 0
 
     moved = dict(people["letter"], adresse_ligne4="3 place du Marché", code_postal="80000", commune="Amiens")
     found = dict(people["dead_end"], email="nouvelle@example.fr")
     load_people(engine, tmp_path, [moved, found])
     with engine.begin() as connection:
-        assert renotify_reachable(connection, logical_date=dt.date(2022, 2, 8), run_id="r2", now=now) == 2
-        assert renotify_reachable(connection, logical_date=dt.date(2022, 2, 8), run_id="r3", now=now) == 0
+        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r2", now=now) == 2
+        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r3", now=now) == 0
     new = {row.recipient_nir: row for row in fetch(engine, "SELECT * FROM notifications WHERE status = 'created'")}
     assert new[moved["nir"]].channel == "letter" and new[moved["nir"]].replaces_notification_id == ids["letter"]
     assert new[found["nir"]].channel == "email" and new[found["nir"]].email == "nouvelle@example.fr"
