@@ -19,6 +19,7 @@ from typing import Any
 
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.csvfile import InputFileError
+from mes_rollout.dagrun import DagRunFailed
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputFileError, ConfigError) as error:
         print(f"mes-rollout: {error}", file=sys.stderr)
         return 2
+    except DagRunFailed as error:
+        print(f"mes-rollout: {error} (see the task logs under $AIRFLOW_HOME/logs)", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:

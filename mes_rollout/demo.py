@@ -1,34 +1,105 @@
-"""`make demo`: the main job end to end on the embedded default (SQLite, loopback SMTP)."""
+"""`make demo`: the whole lifecycle end to end on the embedded default (SQLite, loopback SMTP).
+
+Synthetic people → register intake → DMP extract → a wave over two départements, approved →
+emails and letters sent → people answer (a synthetic decisions file) → the window closes →
+spaces created → DMP documents carried over with their compliance report. Every step goes
+through the same commands an operator uses.
+"""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import logging
+import random
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Engine, text
 
 from mes_rollout.config import load_settings
 
 log = logging.getLogger(__name__)
 
+WAVE_ID = "DEMO-2022-01-31"
+DEPARTEMENTS = "01,02"
+SEND_DATE = dt.date(2022, 1, 31)
+DECISIONS_DATE = dt.date(2022, 2, 15)
+CREATION_DATE = dt.date(2022, 3, 1)  # the first creation run after the 28 February deadline
+
+
+def _step(argv: list[str]) -> None:
+    from mes_rollout.cli import main
+
+    log.info("demo step: mes-rollout %s", " ".join(argv))
+    if main([*argv, "--json"]) != 0:
+        raise RuntimeError(f"demo step failed: mes-rollout {' '.join(argv)}")
+
+
+def write_synthetic_decisions(engine: Engine, path: Path, seed: int) -> int:
+    """A decisions.csv as the website and the 3422 line would send it for the demo wave's people:
+    about 2 % oppositions, 3 % activations, one reference sent twice."""
+    rng = random.Random(seed)
+    with engine.connect() as connection:
+        nirs = connection.execute(
+            text("SELECT nir FROM enrolments WHERE wave_id = :wave AND state = 'notified' ORDER BY nir"),
+            {"wave": WAVE_ID},
+        ).scalars().all()
+    rows = []
+    for index, nir in enumerate(nirs):
+        draw = rng.random()
+        if draw < 0.02:
+            event = "opposition"
+        elif draw < 0.05:
+            event = "activation"
+        else:
+            continue
+        received = dt.datetime(2022, 2, 1 + index % 14, 9 + index % 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        rows.append(
+            {
+                "reference": f"DEMO-{index:06d}",
+                "nir": nir,
+                "event": event,
+                "received_at": received.isoformat(),
+                "channel": rng.choice(["web", "phone", "cpam", "mail"]),
+            }
+        )
+    if rows:
+        rows.append(dict(rows[0]))  # the same reference twice: applied once
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.DictWriter(
+            stream, fieldnames=["reference", "nir", "event", "received_at", "channel"], delimiter=";"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
 
 def run_demo(persons: int, seed: int) -> dict[str, Any]:
-    from enrolment.register import load_register
     from mes_rollout.db import get_engine
     from mes_rollout.status import pipeline_status
-    from mes_rollout.synth import generate
 
     settings = load_settings()
-    extract_dir = settings.var_dir / "demo" / f"extract-{persons}-{seed}"
-    log.info("synthesising %d people into %s", persons, extract_dir)
-    synth = generate(persons, seed, extract_dir, dirty=0.01)
-    engine = get_engine(settings.database_url)
-    intake = load_register(engine, extract_dir / "register.csv", as_of=dt.date(2022, 1, 28))
-    with engine.connect() as connection:
+    demo_dir = settings.var_dir / "demo"
+    extract = demo_dir / f"extract-{persons}-{seed}"
+    _step(["synth", "--persons", str(persons), "--seed", str(seed), "--out", str(extract), "--dirty", "0.01"])
+    _step(["load", "register", str(extract / "register.csv"), "--date", "2022-01-28"])
+    _step(["load", "dmp", str(extract / "dmp")])
+    _step(["wave", "run", WAVE_ID, "--departements", DEPARTEMENTS, "--date", SEND_DATE.isoformat(), "--approve"])
+    _step(["send", "--date", SEND_DATE.isoformat()])
+    decisions = demo_dir / "decisions.csv"
+    write_synthetic_decisions(get_engine(), decisions, seed)
+    _step(["load", "decisions", str(decisions), "--date", DECISIONS_DATE.isoformat()])
+    _step(["advance", "--to", CREATION_DATE.isoformat()])
+    _step(["migrate", "--date", CREATION_DATE.isoformat()])
+    with get_engine().connect() as connection:
         status = pipeline_status(connection)
     return {
         "database": settings.database_url,
-        "synthetic_extract": str(extract_dir),
-        "synth": synth.as_dict(),
-        "register_intake": intake.as_dict(),
+        "synthetic_extract": str(extract),
+        "emails_kept_in": str(settings.outbox_dir),
+        "letters_printed_in": str(settings.print_dir),
+        "reports_in": str(settings.reports_dir),
         "status": status,
     }
