@@ -20,10 +20,16 @@ from sqlalchemy import Connection, Engine, text
 
 log = logging.getLogger(__name__)
 
-DAILY_DAGS: tuple[str, ...] = ("space_creation",)
+# In this order each day: messages due are sent (their windows start), spaces whose window closed
+# are created, then the DMPs of the new spaces are carried over.
+DAILY_DAGS: tuple[str, ...] = ("notification_sending", "space_creation", "dmp_migration")
 
 # dag_id -> "module:function(connection, day) -> bool". A DAG without a check runs every day.
-DUE_CHECKS: dict[str, str] = {"space_creation": "enrolment.spaces:creation_due"}
+DUE_CHECKS: dict[str, str] = {
+    "notification_sending": "notifications.dao:sending_due",
+    "space_creation": "enrolment.spaces:creation_due",
+    "dmp_migration": "migration.run:migration_due",
+}
 
 
 def _due_check(dag_id: str) -> Callable[[Connection, dt.date], bool] | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from mes_rollout.config import Settings
 from mes_rollout.constants import MigrationRunState
@@ -155,3 +155,18 @@ def _report_quietly(engine: Engine, settings: Settings, run_id: str) -> Path:
     from validation.report import write_report
 
     return write_report(engine, settings, run_id)
+
+
+def migration_due(connection: Connection, day: dt.date) -> bool:
+    """Is there an active space whose person's DMP was never taken on (used by `advance`)?"""
+    return (
+        connection.execute(
+            text(
+                "SELECT 1 FROM spaces s JOIN dmp_records d ON d.nir = s.nir"
+                " WHERE s.state = 'active' AND s.created_on <= :day"
+                " AND NOT EXISTS (SELECT 1 FROM dmp_migrations m WHERE m.dmp_id = d.dmp_id) LIMIT 1"
+            ),
+            {"day": day},
+        ).first()
+        is not None
+    )

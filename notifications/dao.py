@@ -311,3 +311,18 @@ def transition(
                 )
                 moved += rows
     return moved
+
+
+def sending_due(connection: Connection, day: dt.date) -> bool:
+    """Has the sending run of `day` anything to do (used by `advance` to skip idle days)?"""
+    return (
+        connection.execute(
+            text(
+                "SELECT 1 FROM notifications n JOIN waves w ON w.wave_id = n.wave_id"
+                " WHERE w.state = 'approved' AND w.send_date <= :day AND n.status IN ('created', 'sending')"
+                " LIMIT 1"
+            ),
+            {"day": day},
+        ).first()
+        is not None
+    )
