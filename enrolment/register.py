@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class IntakeSummary:
     already_loaded: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
     warning_codes: Counter[str] = field(default_factory=Counter)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class IntakeSummary:
             "changed_persons": self.inserted_or_updated,
             "quarantine_reasons": dict(sorted(self.reasons.items())),
             "warnings": dict(sorted(self.warning_codes.items())),
+            "phase_seconds": {name: round(seconds, 2) for name, seconds in self.phase_seconds.items()},
         }
 
 
@@ -309,9 +312,14 @@ def load_register(
         input_file_id = inputs.start(connection, FileKind.REGISTER, path, sha256, run_id, now)
         summary = IntakeSummary(str(path), input_file_id)
         _create_staging(connection)
+        started = time.perf_counter()
         for chunk in chunks(read_rows(path, REQUIRED, OPTIONAL), CHUNK_ROWS):
             _intake_chunk(connection, chunk, summary, as_of)
+        summary.phase_seconds["read_validate_stage"] = time.perf_counter() - started
+        started = time.perf_counter()
         rejected = _set_based_rejections(connection)
+        summary.phase_seconds["file_rules"] = time.perf_counter() - started
+        started = time.perf_counter()
         inputs.quarantine(connection, input_file_id, FileKind.REGISTER, rejected)
         summary.quarantined += len(rejected)
         summary.accepted -= len(rejected)
@@ -321,6 +329,7 @@ def load_register(
         )
         result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
         summary.inserted_or_updated = max(result.rowcount, 0)
+        summary.phase_seconds["merge"] = time.perf_counter() - started
         connection.exec_driver_sql("DROP TABLE register_staging")
         inputs.finish(
             connection,

@@ -59,7 +59,13 @@ def _phase_intake(database_url: str, register: Path) -> dict[str, Any]:
     started = time.perf_counter()
     summary = load_register(engine, register, as_of=dt.date(2022, 1, 28))
     elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "rows": summary.read, "accepted": summary.accepted, "peak_mib": _peak_mib()}
+    return {
+        "seconds": elapsed,
+        "rows": summary.read,
+        "accepted": summary.accepted,
+        "phase_seconds": summary.as_dict()["phase_seconds"],
+        "peak_mib": _peak_mib(),
+    }
 
 
 def _run_phase(phase: str, database_url: str, register: Path) -> dict[str, Any]:

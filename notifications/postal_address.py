@@ -25,6 +25,11 @@ _POSTCODE_AREA = re.compile(r"^(?:0[1-9]|1[0-9]|20[0-6]|2[1-9]|[3-8][0-9]|9[0-5]
 _LIGATURES = str.maketrans({"Œ": "OE", "œ": "oe", "Æ": "AE", "æ": "ae", "ß": "ss"})
 # Everything but capitals, digits, spaces and the slash ("BAT A/ESC 2") becomes a space.
 _NOT_KEPT = re.compile(r"[^A-Z0-9/ ]+")
+# Characters whose normalisation (accents dropped, capitals, punctuation to spaces) can make a line
+# longer: outside Latin-1, ligatures, fractions, and ß (capital SS). Without them a line never grows.
+_MAY_GROW = re.compile(r"[^\x20-\x7e\xa0-\xff]|[ßÆæ¼½¾]")
+# A letter or digit that survives normalisation (× and ÷ do not).
+_KEPT_CHARACTER = re.compile(r"[0-9A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\xff]")
 
 # La Poste's standard abbreviations of street types and common words, applied only when a line is
 # too long, longest words first (the words are compared once normalised: capitals, no accents).
@@ -141,9 +146,32 @@ class PostalAddress:
         lines = (normalised_line(line) for line in self.lines)
         return tuple(_fitted(line) for line in lines if line)
 
+    def _surely_printable(self) -> bool:
+        """A cheap test that never says yes wrongly: every line already fits before normalisation
+        (which can only shorten these characters), so the register intake of millions of rows skips
+        the full normalisation of ordinary addresses."""
+        postcode = self.postcode_clean
+        locality = self.locality or ""
+        present = [line for line in self.lines if line]
+        if not (_POSTCODE.match(postcode) and _POSTCODE_AREA.match(postcode)):
+            return False
+        if len(postcode) + 1 + len(locality) > MAX_LINE_LENGTH or not _KEPT_CHARACTER.search(locality):
+            return False
+        if not any(_KEPT_CHARACTER.search(line) for line in present):
+            return False
+        if any(len(line) > MAX_LINE_LENGTH for line in present):
+            return False
+        return not _MAY_GROW.search(locality) and not any(_MAY_GROW.search(line) for line in present)
+
     @cached_property
     def problems(self) -> tuple[str, ...]:
         """Why the address cannot be printed; empty when it can."""
+        if self._surely_printable():
+            return ()
+        return self.full_problems()
+
+    def full_problems(self) -> tuple[str, ...]:
+        """`problems` computed on the normalised lines, without the shortcut."""
         found = []
         if not self.postcode_clean:
             found.append(NO_POSTCODE)

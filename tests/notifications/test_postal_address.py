@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifications import postal_address as pa
 from notifications.postal_address import PostalAddress, recipient_line
@@ -120,3 +122,23 @@ def test_the_recipient_line_is_cut_at_a_word_and_never_longer_than_38() -> None:
     line = recipient_line(long_name)
     assert len(line) <= 38 and line == "MARIE DOMINIQUE BERNADETTE CASTELNAU"
     assert recipient_line("<b>O'Brien</b>\r\nBcc: x") == "B O BRIEN /B BCC X"
+
+
+# The register intake relies on the shortcut of `problems`; it must never call printable an address
+# that the full normalisation rejects.
+_LINE_TEXT = st.text(
+    alphabet=st.sampled_from(list("ABCdéèçôœŒßÆ¼×÷ -',./12390lieu-ditBPCEDEXrueµ\u00a0\u2019\u0301")), max_size=45
+)
+
+
+@given(
+    lines=st.lists(st.one_of(st.none(), _LINE_TEXT), min_size=4, max_size=4),
+    postcode=st.one_of(st.none(), st.sampled_from(["01000", "20000", "97411", "99999", "7500", "75 008", "98600"])),
+    locality=st.one_of(st.none(), _LINE_TEXT),
+)
+@settings(max_examples=2000, deadline=None)
+def test_the_shortcut_agrees_with_the_full_check(
+    lines: list[str | None], postcode: str | None, locality: str | None
+) -> None:
+    address = PostalAddress(tuple(lines), postcode, locality)
+    assert address.problems == address.full_problems()
