@@ -67,6 +67,11 @@ def send_wave(engine: Engine, wave_id: str, send_date: dt.date, window: OptOutWi
             started += start_window(
                 connection, notification_id, send_date, window or OptOutWindow(), run_id="test-sender", now=NOW
             )
+        # As the sender records it, so that the daily sending run finds nothing left to send.
+        connection.execute(
+            text("UPDATE notifications SET status = 'sent', sent_at = :now WHERE wave_id = :w AND status = 'created'"),
+            {"w": wave_id, "now": NOW},
+        )
     return started
 
 
