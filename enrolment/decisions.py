@@ -38,6 +38,7 @@ from mes_rollout.constants import (
 )
 from mes_rollout.csvfile import chunks, file_sha256, read_rows
 from mes_rollout.db import as_date, as_datetime
+from mes_rollout.inputs import RowRejected
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,6 @@ CHUNK_ROWS = 20_000
 PEOPLE_PER_BATCH = 1_000
 ARCHIVE_MONTHS = 120  # a closed space's data is kept 10 years
 PURGE_MONTHS = 3  # a deletion request is carried out within 3 months
-
-
-class RowRejected(Exception):
-    def __init__(self, reason: DecisionReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass

@@ -24,6 +24,7 @@ from mes_rollout import inputs
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import load_query
+from mes_rollout.inputs import RowRejected
 from notifications.postal_address import PostalAddress
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,6 @@ DEPARTEMENTS = frozenset(
     + [str(n) for n in range(971, 977)]
 )
 _SEX_DIGIT = {"1": "M", "2": "F"}
-
-
-class RowRejected(Exception):
-    def __init__(self, reason: RegisterReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass

@@ -12,6 +12,14 @@ from sqlalchemy import Connection, text
 from mes_rollout.constants import FileKind
 
 
+class RowRejected(Exception):
+    """One input row breaks a rule: it goes to quarantine with `reason`, a reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Rejection:
     line_no: int

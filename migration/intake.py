@@ -27,6 +27,7 @@ from mes_rollout import inputs
 from mes_rollout.constants import DmpIntakeReason, DmpStatus, DocumentStatus, FileKind
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import load_query
+from mes_rollout.inputs import RowRejected
 from migration.bulk import insert_rows
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,6 @@ _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _SIZE = re.compile(r"^[0-9]{1,15}$")
 _DMP_STATUSES = frozenset(status.value for status in DmpStatus)
 _DOCUMENT_STATUSES = frozenset(status.value for status in DocumentStatus)
-
-
-class RowRejected(Exception):
-    def __init__(self, reason: DmpIntakeReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass

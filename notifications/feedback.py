@@ -32,6 +32,7 @@ from mes_rollout.config import OptOutWindow
 from mes_rollout.constants import FeedbackReason, FeedbackStatus, FileKind, NotificationStatus
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import as_date
+from mes_rollout.inputs import RowRejected
 from notifications import dao, fallback, statuses
 from notifications.windows import start_windows
 
@@ -88,30 +89,24 @@ class _Line:
         return hashlib.sha256(f"{self.notification_id}|{self.status.value}|{stamp}".encode()).hexdigest()
 
 
-class _Rejected(Exception):
-    def __init__(self, reason: FeedbackReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 def parse_line(row: Row) -> _Line:
     values = row.values
     missing = [column for column in REQUIRED if not (values.get(column) or "").strip()]
     if missing:
-        raise _Rejected(FeedbackReason.MISSING_FIELD, f"empty required field(s): {', '.join(missing)}")
+        raise RowRejected(FeedbackReason.MISSING_FIELD, f"empty required field(s): {', '.join(missing)}")
     raw_status = (values["status"] or "").strip().lower()
     try:
         status = FeedbackStatus(raw_status)
     except ValueError:
         allowed = ", ".join(s.value for s in FeedbackStatus)
-        raise _Rejected(FeedbackReason.BAD_STATUS, f"status is not one of {allowed}") from None
+        raise RowRejected(FeedbackReason.BAD_STATUS, f"status is not one of {allowed}") from None
     raw_time = (values["occurred_at"] or "").strip()
     try:
         occurred_at = dt.datetime.fromisoformat(raw_time)
     except ValueError:
-        raise _Rejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at is not an ISO 8601 timestamp") from None
+        raise RowRejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at is not an ISO 8601 timestamp") from None
     if occurred_at.tzinfo is None:
-        raise _Rejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at has no offset")
+        raise RowRejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at has no offset")
     return _Line(row.line_no, (values["notification_id"] or "").strip(), status, occurred_at, values.get("detail"))
 
 
@@ -172,7 +167,7 @@ def _apply_chunk(
     for row in chunk:
         try:
             lines.append(parse_line(row))
-        except _Rejected as rejection:
+        except RowRejected as rejection:
             key = (row.values.get("notification_id") or "").strip() or None
             rejected.append(inputs.Rejection(row.line_no, rejection.reason, str(rejection), key))
     ids = sorted({line.notification_id for line in lines})
