@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from enrolment.nir import Nir, NirError, normalise
 from mes_rollout import inputs
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
+from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
@@ -30,19 +31,7 @@ from notifications.postal_address import PostalAddress
 log = logging.getLogger(__name__)
 
 REQUIRED = ("nir", "nom_naissance", "prenoms", "date_naissance", "sexe", "departement")
-OPTIONAL = (
-    "nom_usage",
-    "lieu_naissance",
-    "email",
-    "adresse_ligne2",
-    "adresse_ligne3",
-    "adresse_ligne4",
-    "adresse_ligne5",
-    "code_postal",
-    "commune",
-    "nir_representant",
-    "date_deces",
-)
+OPTIONAL = tuple(column for column in REGISTER_COLUMNS if column not in REQUIRED)
 STAGED_COLUMNS = (
     "line_no",
     "nir",

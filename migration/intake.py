@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from enrolment.nir import normalise
 from mes_rollout import inputs
 from mes_rollout.constants import DmpIntakeReason, DmpStatus, DocumentStatus, FileKind
+from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
@@ -34,25 +35,6 @@ log = logging.getLogger(__name__)
 
 DMP_FILE = "dmp.csv"
 DOCUMENTS_FILE = "documents.csv"
-DMP_COLUMNS = ("dmp_id", "nir", "date_naissance", "sexe", "created_at", "status")
-DOCUMENT_COLUMNS = (
-    "entry_uuid",
-    "unique_id",
-    "dmp_id",
-    "type_code",
-    "class_code",
-    "confidentiality",
-    "creation_time",
-    "service_start_time",
-    "author_role",
-    "mime_type",
-    "size",
-    "hash",
-    "status",
-    "replaces",
-    "content_path",
-    "title",
-)
 # Values without which a row cannot be staged. Empty type, class, confidentiality, hash or content
 # path are staged and held back by the rule they break (UNKNOWN_TYPE_CODE, BAD_CONFIDENTIALITY...).
 DMP_REQUIRED_VALUES = ("dmp_id", "nir", "created_at", "status")

@@ -9,26 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from enrolment.nir import with_key
-
-REGISTER_COLUMNS = (
-    "nir",
-    "nom_naissance",
-    "nom_usage",
-    "prenoms",
-    "date_naissance",
-    "sexe",
-    "lieu_naissance",
-    "email",
-    "adresse_ligne2",
-    "adresse_ligne3",
-    "adresse_ligne4",
-    "adresse_ligne5",
-    "code_postal",
-    "commune",
-    "departement",
-    "nir_representant",
-    "date_deces",
-)
+from mes_rollout.contracts import REGISTER_COLUMNS
 
 _order = itertools.count(1)
 

@@ -16,6 +16,7 @@ from random import Random
 from types import TracebackType
 from xml.sax.saxutils import escape
 
+from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
 from mes_rollout.synth.faults import (
     CHAIN_FAULTS,
     DMP_FILE,
@@ -29,25 +30,6 @@ from mes_rollout.synth.faults import (
 from mes_rollout.synth.output import CsvSink
 from mes_rollout.synth.people import ADULT_AGE, ROLLOUT_START, Person, age_on
 
-DMP_COLUMNS = ("dmp_id", "nir", "date_naissance", "sexe", "created_at", "status")
-DOCUMENT_COLUMNS = (
-    "entry_uuid",
-    "unique_id",
-    "dmp_id",
-    "type_code",
-    "class_code",
-    "confidentiality",
-    "creation_time",
-    "service_start_time",
-    "author_role",
-    "mime_type",
-    "size",
-    "hash",
-    "status",
-    "replaces",
-    "content_path",
-    "title",
-)
 TYPE_CODES_PATH = Path(__file__).with_name("type_codes.csv")
 
 DMP_CUTOFF = date(2021, 7, 1)  # no DMP could be created from this day on

@@ -12,6 +12,7 @@ from random import Random
 from types import TracebackType
 
 from enrolment.nir import normalise, with_key
+from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.synth.faults import (
     PERMANENT_NIR_FAULTS,
     PERSON_FAULTS,
@@ -27,25 +28,6 @@ from mes_rollout.synth.output import CsvSink
 from mes_rollout.synth.people import Person, Population, mailbox_word
 from mes_rollout.synth.places import postcode
 
-REGISTER_COLUMNS = (
-    "nir",
-    "nom_naissance",
-    "nom_usage",
-    "prenoms",
-    "date_naissance",
-    "sexe",
-    "lieu_naissance",
-    "email",
-    "adresse_ligne2",
-    "adresse_ligne3",
-    "adresse_ligne4",
-    "adresse_ligne5",
-    "code_postal",
-    "commune",
-    "departement",
-    "nir_representant",
-    "date_deces",
-)
 (
     NIR,
     NOM_NAISSANCE,
