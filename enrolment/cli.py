@@ -120,7 +120,7 @@ def add_commands(commands: Commands) -> None:
     show.add_argument("wave_id")
 
     advance = commands.add(
-        commands.top, "advance", _advance, "run the daily DAGs (space creation...) for each day up to a date"
+        commands.top, "advance", _advance, "run the daily DAGs (sending, space creation, DMP migration) for each day up to a date"
     )
     advance.add_argument("--to", type=iso_date, required=True, help="last logical date to run")
     advance.add_argument(
