@@ -36,7 +36,7 @@ from mes_rollout.constants import (
     SpaceCause,
     SpaceState,
 )
-from mes_rollout.csvfile import chunks, file_sha256, read_rows
+from mes_rollout.csvfile import chunks, read_rows
 from mes_rollout.db import as_date, as_datetime
 from mes_rollout.inputs import RowRejected
 
@@ -139,12 +139,11 @@ def load_decisions(
     path = Path(path)
     run_id = run_id or f"decisions-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
-    sha256 = file_sha256(path) if path.is_file() else ""
     with engine.begin() as connection:
-        earlier = inputs.previous_load(connection, FileKind.DECISIONS, sha256) if sha256 else None
-        if earlier is not None:
-            return _summary_of_earlier_load(connection, path, earlier)
-        input_file_id = inputs.start(connection, FileKind.DECISIONS, path, sha256, run_id, now)
+        load = inputs.begin(connection, FileKind.DECISIONS, path, run_id, now)
+        if load.already_loaded:
+            return _summary_of_earlier_load(connection, path, load.input_file_id)
+        input_file_id = load.input_file_id
         summary = DecisionsSummary(str(path), input_file_id)
         _create_staging(connection)
         latest = end_of_day(as_of)

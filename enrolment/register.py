@@ -23,7 +23,7 @@ from enrolment.nir import Nir, NirError, normalise
 from mes_rollout import inputs
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
-from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
+from mes_rollout.csvfile import Row, chunks, read_rows
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
 from notifications.postal_address import PostalAddress
@@ -288,12 +288,11 @@ def load_register(
     path = Path(path)
     run_id = run_id or f"register-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
-    sha256 = file_sha256(path) if path.is_file() else ""
     with engine.begin() as connection:
-        earlier = inputs.previous_load(connection, FileKind.REGISTER, sha256) if sha256 else None
-        if earlier is not None:
-            return _summary_of_earlier_load(connection, path, earlier)
-        input_file_id = inputs.start(connection, FileKind.REGISTER, path, sha256, run_id, now)
+        load = inputs.begin(connection, FileKind.REGISTER, path, run_id, now)
+        if load.already_loaded:
+            return _summary_of_earlier_load(connection, path, load.input_file_id)
+        input_file_id = load.input_file_id
         summary = IntakeSummary(str(path), input_file_id)
         _create_staging(connection)
         started = time.perf_counter()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 
 from mes_rollout.config import OptOutWindow
 from mes_rollout.constants import EnrolmentState
+from mes_rollout.db import by_key
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -55,6 +57,59 @@ def opt_out_deadline(send_date: dt.date, window: OptOutWindow) -> dt.datetime:
     return end_of_day(last_day_to_oppose(send_date, window))
 
 
+_WINDOW_CHUNK = 500  # messages per statement
+
+
+def _window_statements(connection: Connection) -> tuple[TextClause, TextClause]:
+    # The people are picked by message id, then by primary key: keep the planner off the state index.
+    state = by_key(connection, "e.state")
+    audit = text(
+        "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id,"
+        " details)"
+        " SELECT :now, 'enrolment', e.nir, 'window_started', e.state, :notified,"
+        " 'message ' || m.notification_id || ' sent', :run_id, NULL"
+        " FROM notification_members m JOIN enrolments e ON e.nir = m.nir"
+        f" WHERE m.notification_id IN :ids AND {state} IN (:planned, :notified)"  # noqa: S608
+    ).bindparams(bindparam("ids", expanding=True))
+    update = text(
+        "UPDATE enrolments SET state = :notified, notified_at = :sent_at, opt_out_deadline = :deadline,"
+        " updated_at = :now"
+        " WHERE nir IN (SELECT nir FROM notification_members WHERE notification_id IN :ids)"
+        f" AND {by_key(connection, 'state')} IN (:planned, :notified)"  # noqa: S608
+    ).bindparams(bindparam("ids", expanding=True))
+    return audit, update
+
+
+def start_windows(
+    connection: Connection,
+    notification_ids: Sequence[str],
+    send_date: dt.date,
+    window: OptOutWindow,
+    *,
+    run_id: str,
+    now: dt.datetime,
+) -> int:
+    """The messages reached their recipients on send_date: the window of every person they are
+    for starts (again, for a fallback letter). Set-based, for the sending hot path; audited per
+    person. Returns how many enrolments it started."""
+    params = {
+        "deadline": opt_out_deadline(send_date, window),
+        "sent_at": dt.datetime.combine(send_date, dt.time(12, 0), tzinfo=PARIS).astimezone(dt.UTC),
+        "now": now,
+        "run_id": run_id,
+        "notified": EnrolmentState.NOTIFIED.value,
+        "planned": EnrolmentState.PLANNED.value,
+    }
+    started = 0
+    ids = list(notification_ids)
+    audit, update = _window_statements(connection)
+    for start in range(0, len(ids), _WINDOW_CHUNK):
+        part = {**params, "ids": ids[start : start + _WINDOW_CHUNK]}
+        connection.execute(audit, part)
+        started += max(connection.execute(update, part).rowcount, 0)
+    return started
+
+
 def start_window(
     connection: Connection,
     notification_id: str,
@@ -64,41 +119,8 @@ def start_window(
     run_id: str,
     now: dt.datetime,
 ) -> int:
-    """The message reached its recipient on send_date: the window of every person it is for starts
-    (again, for a fallback letter). Returns how many enrolments it started; audited per person."""
-    deadline = opt_out_deadline(send_date, window)
-    sent_at = dt.datetime.combine(send_date, dt.time(12, 0), tzinfo=PARIS).astimezone(dt.UTC)
-    params = {
-        "notification_id": notification_id,
-        "deadline": deadline,
-        "sent_at": sent_at,
-        "now": now,
-        "run_id": run_id,
-        "notified": EnrolmentState.NOTIFIED.value,
-        "planned": EnrolmentState.PLANNED.value,
-    }
-    open_states = "(:planned, :notified)"
-    connection.execute(
-        text(
-            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id,"
-            " details)"
-            " SELECT :now, 'enrolment', e.nir, 'window_started', e.state, :notified,"
-            " 'message ' || :notification_id || ' sent', :run_id, NULL"
-            " FROM enrolments e JOIN notification_members m ON m.nir = e.nir"
-            f" WHERE m.notification_id = :notification_id AND e.state IN {open_states}"  # noqa: S608
-        ),
-        params,
-    )
-    result = connection.execute(
-        text(
-            "UPDATE enrolments SET state = :notified, notified_at = :sent_at, opt_out_deadline = :deadline,"
-            " updated_at = :now"
-            " WHERE nir IN (SELECT nir FROM notification_members WHERE notification_id = :notification_id)"
-            f" AND state IN {open_states}"  # noqa: S608
-        ),
-        params,
-    )
-    return max(result.rowcount, 0)
+    """`start_windows` for one message."""
+    return start_windows(connection, [notification_id], send_date, window, run_id=run_id, now=now)
 
 
 def mark_unreachable(

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 
 from mes_rollout.constants import FileKind
+from mes_rollout.csvfile import file_sha256
 
 
 class RowRejected(Exception):
@@ -26,6 +27,25 @@ class Rejection:
     reason_code: str
     detail: str
     record_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Load:
+    """The input_files row of a load: a new one, or the earlier load of the same content."""
+
+    input_file_id: int
+    already_loaded: bool
+
+
+def begin(connection: Connection, kind: FileKind, path: Path, run_id: str, now: dt.datetime) -> Load:
+    """Start loading a file, unless a file of the same content (SHA-256) was loaded before: the same
+    input applied twice changes nothing the second time. A missing file is left to the reader,
+    which names it."""
+    sha256 = file_sha256(path) if path.is_file() else ""
+    earlier = previous_load(connection, kind, sha256) if sha256 else None
+    if earlier is not None:
+        return Load(earlier, already_loaded=True)
+    return Load(start(connection, kind, path, sha256, run_id, now), already_loaded=False)
 
 
 def previous_load(connection: Connection, kind: FileKind, sha256: str) -> int | None:

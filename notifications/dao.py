@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, text
 
 from mes_rollout.constants import Channel, NotificationStatus, WaveState
-from mes_rollout.db import as_date, load_query
+from mes_rollout.db import as_date, by_key, load_query
 from notifications import statuses
 from notifications.render import Member
 
@@ -82,14 +82,6 @@ def _pending_sql(*, with_shard: bool, claimed_before: bool) -> str:
     if claimed_before:
         extra += " AND n.claimed_at < :claimed_before"
     return sql.replace("/* more conditions */", extra)
-
-
-def by_key(connection: Connection, column: str) -> str:
-    """`column` in a filter that must not lead the plan. SQLite without fresh statistics takes an
-    equality on a status column's index for selective (it assumes ten rows) and scans every row
-    of that status instead of the few picked by primary key; '+column' is SQLite's way to keep
-    the planner off that index. PostgreSQL plans from its statistics and needs no hint."""
-    return f"+{column}" if connection.dialect.name == "sqlite" else column
 
 
 def refresh_planner_statistics(connection: Connection) -> None:

@@ -27,14 +27,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
+from enrolment.window import start_windows
 from mes_rollout import inputs
 from mes_rollout.config import OptOutWindow
 from mes_rollout.constants import FeedbackReason, FeedbackStatus, FileKind, NotificationStatus
-from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
+from mes_rollout.csvfile import Row, chunks, read_rows
 from mes_rollout.db import as_date
 from mes_rollout.inputs import RowRejected
 from notifications import dao, fallback, statuses
-from notifications.windows import start_windows
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,11 @@ def load_feedback(
     path = Path(path)
     run_id = run_id or f"feedback-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
-    sha256 = file_sha256(path) if path.is_file() else ""
     with engine.begin() as connection:
-        earlier = inputs.previous_load(connection, FileKind.FEEDBACK, sha256) if sha256 else None
-        if earlier is not None:
-            return _earlier(connection, path, earlier)
-        input_file_id = inputs.start(connection, FileKind.FEEDBACK, path, sha256, run_id, now)
+        load = inputs.begin(connection, FileKind.FEEDBACK, path, run_id, now)
+        if load.already_loaded:
+            return _earlier(connection, path, load.input_file_id)
+        input_file_id = load.input_file_id
         summary = FeedbackSummary(str(path), input_file_id)
         dao.refresh_planner_statistics(connection)
         for chunk in chunks(read_rows(path, REQUIRED, OPTIONAL), CHUNK_ROWS):

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from enrolment.codes import wave_key
-from enrolment.window import mark_unreachable
+from enrolment.window import mark_unreachable, start_windows
 from mes_rollout.config import Settings
 from mes_rollout.constants import Channel, NotificationStatus, PrintBatchState, UnreachableReason, WaveState
 from mes_rollout.csvfile import file_sha256
@@ -35,7 +35,6 @@ from notifications.french_dates import date_in_words
 from notifications.letter_pdf import Letter, PrintFile
 from notifications.postal_address import MAX_LINES, PostalAddress
 from notifications.render import Member, letter_paragraphs, message_content
-from notifications.windows import start_windows
 
 log = logging.getLogger(__name__)
 

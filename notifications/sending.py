@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from enrolment.codes import wave_key
+from enrolment.window import start_windows
 from mes_rollout.config import OptOutWindow, Settings
 from mes_rollout.constants import NotificationStatus
 from notifications import dao, fallback
@@ -53,7 +54,6 @@ from notifications.email_client import (
 )
 from notifications.loopback_smtp import embedded_relay
 from notifications.render import UnsafeRecipientAddress, build_email, message_content
-from notifications.windows import start_windows
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from enrolment.window import start_window
+from enrolment.window import start_window, start_windows
 from mes_rollout.config import OptOutWindow
-from notifications.windows import start_windows
 from tests.notifications.factories import adult, create_notification, create_wave, family, load_people
 
 NOW = dt.datetime(2022, 2, 1, 8, 0, tzinfo=dt.UTC)
