@@ -142,6 +142,11 @@ def schema_files() -> list[tuple[int, Path]]:
     return files
 
 
+# A schema file whose first line is "-- dialect: postgresql" applies to that database only (it is
+# recorded as applied on the others, which keep their schema as it was).
+_DIALECT_ONLY = re.compile(r"^-- dialect: ([a-z]+)\s*$", re.MULTILINE)
+
+
 def render_schema_sql(sql: str, dialect: str) -> list[str]:
     """The statements of a schema file for a dialect: type names substituted, split on ';'."""
     types = _TYPES[dialect]
@@ -172,8 +177,11 @@ def upgrade(engine: Engine) -> list[int]:
         for version, path in schema_files():
             if version in done:
                 continue
-            for statement in render_schema_sql(path.read_text(encoding="utf-8"), dialect):
-                connection.exec_driver_sql(statement)
+            source = path.read_text(encoding="utf-8")
+            only = _DIALECT_ONLY.match(source)
+            if only is None or only.group(1) == dialect:
+                for statement in render_schema_sql(source, dialect):
+                    connection.exec_driver_sql(statement)
             connection.execute(
                 text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)"),
                 {"v": version, "n": path.name, "t": dt.datetime.now(dt.UTC).isoformat()},

@@ -5,8 +5,8 @@ SELECT s.line_no, s.nir,
            WHEN rs.nir IS NULL AND p.nir IS NULL THEN 'UNKNOWN_REPRESENTATIVE'
            ELSE 'DECEASED_REPRESENTATIVE'
        END AS reason
-FROM register_staging AS s
-LEFT JOIN register_staging AS rs ON rs.nir = s.nir_representant
+FROM register_keys AS s
+LEFT JOIN register_keys AS rs ON rs.nir = s.nir_representant
 LEFT JOIN persons AS p ON p.nir = s.nir_representant
 WHERE s.nir_representant IS NOT NULL
   AND (

@@ -225,3 +225,63 @@ def test_a_representative_known_from_an_earlier_extract_is_accepted(engine: Engi
     child = person_row(date_naissance="2015-06-06", nir_representant=parent["nir"])
     summary = load_register(engine, write_csv(tmp_path / "b.csv", [child]), as_of=AS_OF)
     assert (summary.accepted, summary.quarantined) == (1, 0)
+
+
+def _tricky_rows() -> list[dict[str, str]]:
+    """Rows whose values need escaping in COPY text (backslash, quotes, markup, a line break)."""
+    parent = person_row(nom_naissance='O\\Neil <b>"Jo"</b>', adresse_ligne2="Bât. A\\B")
+    child = person_row(
+        date_naissance="2015-06-06",
+        nir_representant=parent["nir"],
+        prenoms="Zoé\nMarie",
+        nom_usage="\\N",
+        email="",
+        adresse_ligne3="Résidence \t Les Pins",
+    )
+    dead = person_row(date_naissance="1930-03-03", date_deces="2021-12-24", lieu_naissance="2A004")
+    return [parent, child, dead, person_row(sexe="M", code_postal="1000"), person_row(nom_usage="D'Arc")]
+
+
+def test_a_first_load_and_an_upsert_store_the_same_rows(engine: Engine, tmp_path: Path) -> None:
+    # On an empty register the rows go straight in (COPY on PostgreSQL, indexes built afterwards);
+    # on a register that already has people they go through the upsert. Both must store the same.
+    rows = _tricky_rows()
+    columns = (
+        "nir, nom_naissance, nom_usage, prenom, prenoms, date_naissance, sexe, lieu_naissance, email,"
+        " adresse_ligne2, adresse_ligne3, adresse_ligne4, adresse_ligne5, code_postal, commune,"
+        " address_problem, departement, nir_representant, date_deces, email_bounced, address_returned"
+    )
+
+    def stored(nirs: list[str]) -> list[tuple[object, ...]]:
+        with engine.connect() as connection:
+            found = [tuple(row) for row in connection.execute(text(f"SELECT {columns} FROM persons ORDER BY nir"))]  # noqa: S608
+        return [row for row in found if row[0] in nirs]
+
+    def indexes() -> set[str]:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                query = "SELECT indexname FROM pg_indexes WHERE tablename = 'persons'"
+            else:
+                query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'persons'"
+            return {str(name) for name in connection.exec_driver_sql(query).scalars()}
+
+    before = indexes()
+    first = load_register(engine, write_csv(tmp_path / "first.csv", rows), as_of=AS_OF)
+    assert (first.accepted, first.quarantined, first.inserted_or_updated) == (5, 0, 5)
+    nirs = [row["nir"] for row in rows]
+    by_first_load = stored(nirs)
+    assert indexes() == before
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM persons WHERE nir <> :keep"), {"keep": rows[-1]["nir"]})
+    upserted = load_register(engine, write_csv(tmp_path / "second.csv", rows[:-1]), as_of=AS_OF)
+    assert upserted.inserted_or_updated == 4
+    assert stored(nirs) == by_first_load
+    names = {row[0]: row for row in by_first_load}
+    assert names[rows[0]["nir"]][1] == 'O\\Neil <b>"Jo"</b>'
+    assert names[rows[1]["nir"]][2] == "\\N" and names[rows[1]["nir"]][4] == "Zoé Marie"
+    assert names[rows[1]["nir"]][10] == "Résidence Les Pins"
+    with engine.connect() as connection:
+        orphans = connection.execute(
+            text("SELECT COUNT(*) FROM persons WHERE input_file_id NOT IN (SELECT id FROM input_files)")
+        ).scalar_one()
+    assert orphans == 0
