@@ -535,6 +535,19 @@ def _secondary_indexes(connection: Connection) -> list[tuple[str, str]]:
     return [(str(name), str(definition)) for name, definition in connection.exec_driver_sql(query)]
 
 
+def _key_constraints(connection: Connection) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of persons' primary key, then of the foreign keys that reference it."""
+    primary = connection.exec_driver_sql(
+        "SELECT 'persons', conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'persons'::regclass AND contype = 'p'"
+    ).one()
+    referencing = connection.exec_driver_sql(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE confrelid = 'persons'::regclass AND contype = 'f' ORDER BY 1, 2"
+    ).all()
+    return [(str(table), str(name), str(definition)) for table, name, definition in [primary, *referencing]]
+
+
 def _first_load(connection: Connection, spill: _Spill, rejected: set[int], now: dt.datetime) -> int:
     """Every accepted row is a new person: no upsert, and the secondary indexes are built once at
     the end rather than maintained row by row (same transaction: nothing is seen half-done)."""
@@ -543,7 +556,13 @@ def _first_load(connection: Connection, spill: _Spill, rejected: set[int], now: 
         connection.exec_driver_sql(f'DROP INDEX "{name}"')
     inserted = 0
     if connection.dialect.name == "postgresql":
+        # PostgreSQL's recipe for populating a table: its primary key (and the foreign keys of the
+        # tables that reference it, all empty when persons is) is built after the COPY too.
+        constraints = _key_constraints(connection)
+        connection.exec_driver_sql(f'ALTER TABLE persons DROP CONSTRAINT "{constraints[0][1]}" CASCADE')
         inserted = _copy_into(connection, "persons", SPILLED_COLUMNS, spill.rows(rejected))
+        for table, name, definition in constraints:
+            connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     else:
         for chunk in spill.rows(rejected):
             rows = [(*map(_from_copy_field, line[:-1].split("\t")[:-1]), now) for line in chunk]

@@ -260,7 +260,12 @@ def test_a_first_load_and_an_upsert_store_the_same_rows(engine: Engine, tmp_path
     def indexes() -> set[str]:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
-                query = "SELECT indexname FROM pg_indexes WHERE tablename = 'persons'"
+                # The primary key and the foreign keys that reference persons come back too.
+                query = (
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'persons' UNION ALL"
+                    " SELECT conrelid::regclass::text || '.' || conname || ' ' || pg_get_constraintdef(oid)"
+                    " FROM pg_constraint WHERE confrelid = 'persons'::regclass OR conrelid = 'persons'::regclass"
+                )
             else:
                 query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'persons'"
             return {str(name) for name in connection.exec_driver_sql(query).scalars()}
