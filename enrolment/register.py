@@ -310,7 +310,7 @@ _ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _DEPARTEMENT = "97[1-6]|2[AB]|[0-9]{2}"  # then looked up in DEPARTEMENTS (a long alternation is slow)
 _SURE_ROW = re.compile(
     rf"({_SURE_NIR});({_NAME});((?:{_NAME})?);({_NAME});({_ISO_DATE});([MF]);((?:[0-9]{{5}}|2[AB][0-9]{{3}})?);"
-    rf"([^\s;\"]*);({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});((?:[0-9]{{5}})?);"
+    rf"((?:{_EMAIL.pattern[1:-1]})?);({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});((?:[0-9]{{5}})?);"
     rf"((?:{_ADDRESS_WORD}(?: {_ADDRESS_WORD})*)?);({_DEPARTEMENT});((?:{_SURE_NIR})?);((?:{_ISO_DATE})?)"
 )
 _CORSICA = str.maketrans({"A": "9", "B": "8"})  # 2A is read as 19 and 2B as 18 for the key
@@ -347,28 +347,31 @@ def shortcut_row(fields: list[str], as_of_iso: str) -> list[str | None] | None:
         or nir[3:5] != birth[5:7]
         or not _sure_key(nir)
         or not _sure_date(birth)
-        or (email and not _EMAIL.match(email))
     ):
         return None
-    lines = (line2 or None, line3 or None, line4 or None, line5 or None)
     problem = None
     if not (postcode or commune or line2 or line3 or line4 or line5):
         problem = "no postal address"  # kept without a warning, as the general path does
-    elif (
-        len(postcode) + 1 + len(commune) > 38
-        or not _POSTCODE_AREA.match(postcode)
-        or not _KEPT_CHARACTER.search(commune)
-        or not any(line and _KEPT_CHARACTER.search(line) for line in lines)
-        or any(line and len(line) > 38 for line in lines)
-    ):
-        return None
+    else:
+        if len(postcode) + 1 + len(commune) > 38 or not _POSTCODE_AREA.match(postcode):
+            return None
+        if not _KEPT_CHARACTER.search(commune):
+            return None
+        kept = False
+        for line in (line2, line3, line4, line5):
+            if line:
+                if len(line) > 38:
+                    return None
+                kept = kept or _KEPT_CHARACTER.search(line) is not None
+        if not kept:
+            return None
     if representative and (representative == nir or not _sure_key(representative)):
         return None
     if death and (death < birth or death > as_of_iso or not _sure_date(death)):
         return None
     return [
         nir, nom, usage or None, prenoms.split(" ", 1)[0], prenoms, birth, sexe, lieu or None, email or None,
-        *lines, postcode or None, commune or None, problem, departement, representative or None, death or None,
+        line2 or None, line3 or None, line4 or None, line5 or None, postcode or None, commune or None, problem, departement, representative or None, death or None,
     ]
 
 
