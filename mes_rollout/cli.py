@@ -7,12 +7,14 @@ own subcommands through an `add_commands(commands)` function, so this file stays
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,12 +136,32 @@ def _print_human(summary: dict[str, Any]) -> None:
     Console(stderr=False).print(Pretty(summary, expand_all=True))
 
 
+@contextlib.contextmanager
+def _stdout_kept_for_json(json_wanted: bool) -> Iterator[None]:
+    """With --json, stdout carries the JSON summary only: whatever the command's libraries print
+    meanwhile (Airflow's task logs during an in-process DAG run write to stdout) goes to stderr,
+    file descriptor included."""
+    if not json_wanted:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        summary = args.handler(args)
+        with _stdout_kept_for_json(args.json):
+            summary = args.handler(args)
     except (InputFileError, ConfigError) as error:
         print(f"mes-rollout: {error}", file=sys.stderr)
         return 2

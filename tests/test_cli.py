@@ -66,3 +66,22 @@ def test_an_unreadable_file_exits_2_naming_file_and_line(settings_env: Path, tmp
     assert completed.returncode == 2
     assert f"{path}, line 1: missing column(s)" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_json_output_is_only_json_when_a_command_runs_a_dag(
+    settings_env: Path, airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `send` runs the notification_sending DAG in-process; Airflow logs its task runs on stdout,
+    # which must not mix with the summary a script parses.
+    monkeypatch.setenv("AIRFLOW_HOME", str(airflow_home))
+    done = subprocess.run(
+        [sys.executable, "-m", "mes_rollout.cli", "send", "--date", "2022-01-20", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["print_and_post_letters"]["letters_printed"] == 0
+    assert "notification_sending" in done.stderr  # the run's logs went to stderr, not away
