@@ -7,6 +7,7 @@ cannot both move a message, and is written to the audit trail in the same transa
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -82,6 +83,22 @@ def _pending_sql(*, with_shard: bool, claimed_before: bool) -> str:
     if claimed_before:
         extra += " AND n.claimed_at < :claimed_before"
     return sql.replace("/* more conditions */", extra)
+
+
+_SENDING_PAGE_CACHE_KIB = 16_384
+_SENDING_CHECKPOINT_PAGES = 10_000
+
+
+def size_page_cache(connection: Connection) -> None:
+    """SQLite, for the sender's connection: a page cache (16 MB) that holds what a sender of one
+    shard keeps touching (its messages, their people, the index pages they move in), and a
+    checkpoint every 10 000 WAL pages (40 MB) rather than 1 000. With SQLite's defaults (2 MB,
+    1 000 pages) each step spills and re-reads pages and checkpoints at every commit: 40 % more
+    time in the database per email (160 against 115 us, 100 000 emails). Both are caps: memory
+    stays bounded whatever the volume. PostgreSQL sizes its buffers and checkpoints server-side."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(f"PRAGMA cache_size = -{_SENDING_PAGE_CACHE_KIB}")
+        connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {_SENDING_CHECKPOINT_PAGES}")
 
 
 def refresh_planner_statistics(connection: Connection) -> None:
@@ -233,12 +250,17 @@ class Attempt:
 
 def record_attempts(connection: Connection, attempts: Sequence[Attempt], *, run_id: str, now: dt.datetime) -> None:
     if attempts:
-        connection.execute(
-            text(
-                "INSERT INTO sending_attempts (notification_id, attempt, run_id, claimed_at, finished_at, outcome,"
-                " smtp_code) VALUES (:id, :attempt, :run_id, :claimed_at, :now, :outcome, :code)"
-                " ON CONFLICT (notification_id, attempt) DO NOTHING"
-            ),
+        # Straight to the driver (named parameters, SQLite's and psycopg's spelling): one row per
+        # email on the hot path, where SQLAlchemy's per-row parameter processing showed.
+        sql = (
+            "INSERT INTO sending_attempts (notification_id, attempt, run_id, claimed_at, finished_at, outcome,"
+            " smtp_code) VALUES (:id, :attempt, :run_id, :claimed_at, :now, :outcome, :code)"
+            " ON CONFLICT (notification_id, attempt) DO NOTHING"
+        )
+        if connection.dialect.paramstyle == "pyformat":
+            sql = re.sub(r":([a-z_]+)", r"%(\1)s", sql)
+        connection.exec_driver_sql(
+            sql,
             [
                 {
                     "id": a.notification_id,

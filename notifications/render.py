@@ -11,12 +11,14 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import escape
 
 from enrolment.codes import formatted, provisional_code
 from enrolment.window import last_day_to_oppose
@@ -194,16 +196,16 @@ def build_email(
     now: dt.datetime | None = None,
 ) -> bytes:
     """The email as MIME bytes: multipart/alternative with a plain-text and an HTML part, both
-    quoted-printable UTF-8. Built by hand: the `email` package costs more than the rest of sending."""
+    quoted-printable UTF-8. Built by hand: the `email` package costs more than the rest of sending.
+    The bodies come from the templates rendered once per wording (`_EmailBody`): only the lines
+    with a name, a code or the reference are filled in and encoded for each message."""
     if not _HEADER_SAFE_ADDRESS.match(to_address or ""):
         raise UnsafeRecipientAddress("the recipient address cannot be used in a header")
-    date = formatdate(now.timestamp() if now else None, localtime=False, usegmt=True)
-    values = content.template_values()
     head = (
-        f"From: {_encoded_word(SENDER_NAME)} <{sender}>\r\n"
+        f"{_from_header(sender)}"
         f"To: {to_address}\r\n"
         f"Subject: {_SUBJECT_HEADER}\r\n"
-        f"Date: {date}\r\n"
+        f"Date: {_date_header(now)}\r\n"
         f"Message-ID: {message_id(content.reference, sender)}\r\n"
         f"X-Mes-Attempt: {attempt}\r\n"
         "MIME-Version: 1.0\r\n"
@@ -211,18 +213,114 @@ def build_email(
         f'Content-Type: multipart/alternative; boundary="{_BOUNDARY}"\r\n'
         "\r\n"
     ).encode("ascii")
-    part_head = (
-        f"--{_BOUNDARY}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
-        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    values = _slot_values(content)
+    if values is None:  # a value the slots cannot carry: render this one message in full
+        text_body = _quoted_printable(render_text(content))
+        html_body = _quoted_printable(render_html(content))
+    else:
+        text_part, html_part = _email_bodies(content.audience, len(content.people), content.send_date,
+                                             content.last_day)
+        text_body = text_part.fill(values)
+        html_body = html_part.fill({slot: str(escape(value)) for slot, value in values.items()})
+    return b"".join((head, _TEXT_PART_HEAD, text_body, b"\r\n", _HTML_PART_HEAD, html_body, _CLOSING))
+
+
+_PART_HEAD = (
+    f"--{_BOUNDARY}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
+    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+)
+_TEXT_PART_HEAD = (_PART_HEAD % "plain").encode("ascii")
+_HTML_PART_HEAD = (_PART_HEAD % "html").encode("ascii")
+_CLOSING = f"\r\n--{_BOUNDARY}--\r\n".encode("ascii")
+
+
+@lru_cache(maxsize=16)
+def _from_header(sender: str) -> str:
+    return f"From: {_encoded_word(SENDER_NAME)} <{sender}>\r\n"
+
+
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _date_header(now: dt.datetime | None) -> str:
+    """RFC 2822 date, to the second: written once a second on the hot path."""
+    global _last_date  # noqa: PLW0603 - a one-entry cache
+    if now is not None:
+        return formatdate(now.timestamp(), localtime=False, usegmt=True)
+    second = int(time.time())
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, localtime=False, usegmt=True))
+    return _last_date[1]
+
+
+# Slots stand for a message's own values in a body rendered once per wording. NUL cannot come from
+# a value (names are printable by `one_line`; references and codes are checked in `_slot_values`).
+_SLOT = "\x00"
+_SLOTTED = re.compile("\x00([a-z0-9_]+)\x00")
+
+
+def _slot(name: str) -> str:
+    return f"{_SLOT}{name}{_SLOT}"
+
+
+def _slot_values(content: MessageContent) -> dict[str, str] | None:
+    values = {"reference": content.reference, "recipient_name": content.recipient_name}
+    for index, person in enumerate(content.people):
+        values[f"name_{index}"] = person.name
+        values[f"code_{index}"] = person.code
+    if any(_SLOT in value for value in values.values()):
+        return None
+    return values
+
+
+@dataclass(frozen=True)
+class _EmailBody:
+    """One body (text or HTML) as quoted-printable bytes: static lines encoded once; the lines
+    holding slots kept as (literal, slot, literal, slot, ...) to fill and encode per message.
+    Quoted-printable works line by line, so this is byte for byte what encoding the whole
+    rendered body gives."""
+
+    pieces: tuple[bytes | tuple[str, ...], ...]
+
+    @classmethod
+    def compile(cls, rendered: str) -> _EmailBody:
+        pieces: list[bytes | tuple[str, ...]] = []
+        static: list[str] = []
+        lines = rendered.replace("\r\n", "\n").split("\n")
+        for number, line in enumerate(lines):
+            line += "\n" if number < len(lines) - 1 else ""
+            if _SLOT not in line:
+                static.append(line)
+                continue
+            if static:
+                pieces.append(_quoted_printable("".join(static)))
+                static = []
+            pieces.append(tuple(_SLOTTED.split(line)))  # even indexes literal, odd ones slot names
+        if static:
+            pieces.append(_quoted_printable("".join(static)))
+        return cls(tuple(pieces))
+
+    def fill(self, values: dict[str, str]) -> bytes:
+        out: list[bytes] = []
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+            else:
+                line = "".join(values[part] if index % 2 else part for index, part in enumerate(piece))
+                out.append(_quoted_printable(line))
+        return b"".join(out)
+
+
+@lru_cache(maxsize=64)
+def _email_bodies(audience: str, people: int, send_date: dt.date, last_day: dt.date) -> tuple[_EmailBody, _EmailBody]:
+    """The text and HTML bodies of one wording (audience, number of people, dates), with slots."""
+    placeholder = MessageContent(
+        reference=_slot("reference"),
+        recipient_name=_slot("recipient_name"),
+        people=tuple(PersonCode(_slot(f"name_{index}"), _slot(f"code_{index}")) for index in range(people)),
+        audience=audience,
+        send_date=send_date,
+        last_day=last_day,
     )
-    return b"".join(
-        (
-            head,
-            (part_head % "plain").encode("ascii"),
-            _quoted_printable(render_text(content, values)),
-            b"\r\n",
-            (part_head % "html").encode("ascii"),
-            _quoted_printable(render_html(content, values)),
-            f"\r\n--{_BOUNDARY}--\r\n".encode("ascii"),
-        )
-    )
+    values = placeholder.template_values()
+    return _EmailBody.compile(render_text(placeholder, values)), _EmailBody.compile(render_html(placeholder, values))

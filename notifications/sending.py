@@ -256,6 +256,7 @@ class EmailSender:
         if limit <= 0:
             return []
         with self._engine.connect() as connection:
+            dao.size_page_cache(connection)
             return dao.pending_emails(
                 connection,
                 logical_date=self._logical_date,
@@ -296,6 +297,7 @@ class EmailSender:
     ) -> tuple[SendSummary, list[dao.PendingMessage], dt.datetime]:
         now = _now()
         with self._engine.begin() as connection:
+            dao.size_page_cache(connection)
             recorded = self._record(connection, answers, now)
             claimed = dao.claim_for_sending(
                 connection, messages, send_date=self._logical_date, now=now, run_id=self._run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import email.message
 import email.policy
 
 import pytest
@@ -11,12 +12,16 @@ import pytest
 from mes_rollout.config import OptOutWindow
 from notifications.french_dates import date_in_words
 from notifications.render import (
+    DEFAULT_SENDER,
+    SENDER_NAME,
+    SUBJECT,
     Member,
     UnsafeRecipientAddress,
     build_email,
     letter_paragraphs,
     message_content,
     reference_of,
+    render_html,
     render_text,
 )
 
@@ -90,3 +95,68 @@ def test_every_attempt_carries_the_same_message_id_with_the_reference() -> None:
     assert (first["X-Mes-Attempt"], second["X-Mes-Attempt"]) == ("1", "2")
     assert reference_of(first["Message-ID"]) == "0b6f1c2e-1111-4aaa-8bbb-123456789abc"
     assert first.get_body(("plain",)).get_content() == second.get_body(("plain",)).get_content()
+
+
+TRICKY_NAMES = [
+    ("Léa <script>alert(1)</script>", "O'Brien & \"Fils\""),
+    ("Jean\r\nBcc: pirate@example.org", "Dupont\u2028Subject: faux"),
+    ("=?utf-8?q?Fake?=", "x" * 120),
+    ("Maëlys 😀", "Ñúñez-Ÿ\tÉ" * 12),
+    ("", None),
+]
+
+
+def _email_package_message(content_text: str, content_html: str, headers: dict[str, str]) -> bytes:
+    """The same email built the slow, standard way, as the reference the hand-built bytes must match."""
+    message = email.message.EmailMessage(policy=email.policy.SMTP)
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(content_text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(content_html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize(("prenom", "nom"), TRICKY_NAMES)
+@pytest.mark.parametrize("people", [1, 3])
+def test_the_hand_built_email_says_what_the_email_package_builds(prenom: str, nom: str | None, people: int) -> None:
+    recipient = Member(PARENT.nir, prenom, nom)
+    members = [recipient] + [Member(f"11205750230{index:04d}", nom, prenom) for index in range(people - 1)]
+    content = message_content("0b6f1c2e-1111-4aaa-8bbb-123456789abc", recipient.nir, recipient, members, KEY,
+                              dt.date(2022, 1, 31), OptOutWindow())
+    fast = email.message_from_bytes(build_email(content, "a@b.fr", attempt=2), policy=email.policy.default)
+    expected_text, expected_html = render_text(content), render_html(content)
+    reference = email.message_from_bytes(
+        _email_package_message(
+            expected_text,
+            expected_html,
+            {"From": f"{SENDER_NAME} <{DEFAULT_SENDER}>", "To": "a@b.fr", "Subject": SUBJECT,
+             "Message-ID": f"<{content.reference}@mes-rollout.invalid>"},
+        ),
+        policy=email.policy.default,
+    )
+    for header in ("From", "To", "Subject", "Message-ID"):
+        assert str(fast[header]) == str(reference[header])
+    assert fast.get_content_type() == reference.get_content_type() == "multipart/alternative"
+    for subtype in ("plain", "html"):
+        fast_part, reference_part = fast.get_body((subtype,)), reference.get_body((subtype,))
+        assert fast_part.get_content_charset() == "utf-8"
+        assert fast_part.get_content().replace("\r\n", "\n") == reference_part.get_content().replace("\r\n", "\n")
+    # Names are data: escaped in HTML, on one line, never in a header.
+    html = fast.get_body(("html",)).get_content()
+    assert "<script>" not in html and "Bcc" not in str(fast.keys())
+    assert set(fast.keys()) == {"From", "To", "Subject", "Date", "Message-ID", "X-Mes-Attempt", "MIME-Version",
+                                "Content-Language", "Content-Type"}
+
+
+def test_a_message_renders_the_same_with_the_wording_cached_or_not() -> None:
+    """The bodies are rendered once per wording with slots for the names: a second message of the
+    same wording must carry its own names and codes, not the first one's."""
+    first = message_content("ref-1", PARENT.nir, PARENT, [PARENT, CHILD], KEY, dt.date(2022, 1, 31), OptOutWindow())
+    other_parent = Member("280037502300192", "Zoé", "Martin")
+    other_child = Member("212057502300199", "Noé", "Martin")
+    second = message_content("ref-2", other_parent.nir, other_parent, [other_parent, other_child], KEY,
+                             dt.date(2022, 1, 31), OptOutWindow())
+    for content in (first, second):
+        parsed = email.message_from_bytes(build_email(content, "a@b.fr"), policy=email.policy.default)
+        assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == render_text(content)
+        assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == render_html(content)
