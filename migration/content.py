@@ -1,14 +1,16 @@
 """Copying documents' content into the store, verified, on a pool of threads (hashing and file I/O
-release the GIL, so a few threads keep the disk busy while the main thread talks to the database)."""
+release the GIL, so copying goes on while the main thread talks to the database; how many threads:
+`migration.pipeline.CONTENT_WORKERS`)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from migration.store import ContentError, ContentMissing, DocumentStore, SizeMismatch
+from migration.store import SMALL_CONTENT, ContentError, ContentMissing, DocumentStore, SizeMismatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +42,41 @@ def copy_one(store: DocumentStore, job: CopyJob) -> CopyResult:
         if path is None:
             raise ContentMissing()
         try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed below
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
             raise ContentMissing() from None
-        with stream:
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise ContentMissing()
             # The size on disk first: a wrong file is not read at all.
-            if os.fstat(stream.fileno()).st_size != job.size:
+            if status.st_size != job.size:
                 raise SizeMismatch()
-            return CopyResult(store.put(stream, sha1=job.sha1, size=job.size), None)
+            if job.size < SMALL_CONTENT:
+                # The usual case, once per document: one read of the whole file (and one byte more,
+                # to see it did not grow), no buffered file object.
+                return CopyResult(store.put(_read_up_to(descriptor, job.size + 1), sha1=job.sha1, size=job.size), None)
+            with os.fdopen(descriptor, "rb", closefd=False) as stream:
+                return CopyResult(store.put(stream, sha1=job.sha1, size=job.size), None)
+        finally:
+            os.close(descriptor)
     except ContentError as error:
         return CopyResult(None, error.reason.value)
+
+
+def _read_up_to(descriptor: int, limit: int) -> bytes:
+    first = os.read(descriptor, limit)
+    if len(first) in (0, limit):
+        return first
+    parts = [first]  # a short read (rare on a local file): read on to the end or the limit
+    total = len(first)
+    while total < limit:
+        part = os.read(descriptor, limit - total)
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 class ContentCopier:

@@ -10,6 +10,8 @@
   run, and `QualityGateStopped` is raised (the Airflow task fails).
 - commit: batch by batch, one transaction each, the decisions become outcomes, migrated documents,
   one dmp_migrations row per DMP and audit rows. The store is synced before the first commit.
+  On PostgreSQL two batches commit at once (COMMIT_CONNECTIONS): a batch's work is all in the
+  database, and one backend leaves the second core idle (20 000 documents: 0.70 s -> 0.55 s).
 """
 
 from __future__ import annotations
@@ -36,7 +38,15 @@ from migration.store import DocumentStore
 log = logging.getLogger(__name__)
 
 PERSONS_PER_BATCH = int(os.environ.get("MES_MIGRATION_BATCH_PERSONS", "500"))
-CONTENT_WORKERS = int(os.environ.get("MES_MIGRATION_CONTENT_WORKERS", "4"))
+# One copying thread, beside the main thread that reads and decides the next batch: content comes
+# from the page cache and goes to it, so more threads do not wait on the disk, they contend in the
+# kernel (directory and inode-allocation locks). Measured on 2 cores, copying 20 000 documents:
+# 1 thread 13 000/s, 2 10 500/s, 4 9 500/s, 6 7 400/s; classifying 200 000: 1 thread 18.9 s,
+# 2 threads 24.0 s, 4 threads 33.4 s. Raise it for a store that waits on the network.
+CONTENT_WORKERS = int(os.environ.get("MES_MIGRATION_CONTENT_WORKERS", "1"))
+# Batches committed at once on PostgreSQL (one connection each; batches hold disjoint persons and
+# DMPs, so their transactions never wait on each other). SQLite has one writer: one at a time.
+COMMIT_CONNECTIONS = int(os.environ.get("MES_MIGRATION_COMMIT_CONNECTIONS", "2"))
 _ABANDONED_WRITE_SECONDS = 3600.0
 # A run in one of these states was interrupted (or is under way): it is resumed, not planned anew.
 UNFINISHED_STATES = (
@@ -401,22 +411,13 @@ def commit_run(engine: Engine, store: DocumentStore, run_id: str) -> dict[str, i
         if state != MigrationRunState.COMMITTED:
             set_run_state(connection, run_id, MigrationRunState.COMMITTING)
     store.flush()
-    committed = 0
-    for batch_no in _batches(engine, run_id, MigrationBatchState.CLASSIFIED):
-        params = {"run_id": run_id, "batch_no": batch_no, "now": _now()}
-        with engine.begin() as connection:
-            for query in (
-                "migration_commit_outcomes.sql",
-                "migration_commit_documents.sql",
-                "migration_commit_dmps.sql",
-                "migration_commit_audit.sql",
-            ):
-                connection.execute(text(load_query(query)), params)
-            connection.execute(
-                text("UPDATE migration_batches SET state = :s, updated_at = :now WHERE run_id = :run_id AND batch_no = :batch_no"),
-                {**params, "s": MigrationBatchState.COMMITTED.value},
-            )
-        committed += 1
+    pending = _batches(engine, run_id, MigrationBatchState.CLASSIFIED)
+    connections = COMMIT_CONNECTIONS if engine.dialect.name == "postgresql" else 1
+    if connections > 1 and len(pending) > 1:
+        with ThreadPoolExecutor(connections, thread_name_prefix="dmp-commit") as pool:
+            committed = sum(pool.map(lambda batch_no: _commit_batch(engine, run_id, batch_no), pending))
+    else:
+        committed = sum(_commit_batch(engine, run_id, batch_no) for batch_no in pending)
     with engine.begin() as connection:
         if committed:
             _analyze(connection, "dmp_document_outcomes", "migrated_documents")
@@ -425,6 +426,24 @@ def commit_run(engine: Engine, store: DocumentStore, run_id: str) -> dict[str, i
             text("SELECT COUNT(*) FROM migrated_documents WHERE migration_run_id = :r"), {"r": run_id}
         ).scalar_one()
     return {"batches_committed": committed, "migrated_documents": int(migrated)}
+
+
+def _commit_batch(engine: Engine, run_id: str, batch_no: int) -> int:
+    """One classified batch's decisions become outcomes, documents, DMP rows and audit rows: one transaction."""
+    params = {"run_id": run_id, "batch_no": batch_no, "now": _now()}
+    with engine.begin() as connection:
+        for query in (
+            "migration_commit_outcomes.sql",
+            "migration_commit_documents.sql",
+            "migration_commit_dmps.sql",
+            "migration_commit_audit.sql",
+        ):
+            connection.execute(text(load_query(query)), params)
+        connection.execute(
+            text("UPDATE migration_batches SET state = :s, updated_at = :now WHERE run_id = :run_id AND batch_no = :batch_no"),
+            {**params, "s": MigrationBatchState.COMMITTED.value},
+        )
+    return 1
 
 
 def finish_run(engine: Engine, run_id: str, state: MigrationRunState, **values: Any) -> None:

