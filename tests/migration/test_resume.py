@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +38,24 @@ migrate(get_engine(), settings, open_store(settings), dt.date(2022, 3, 2), holdb
 def _scalar(engine: Engine, sql: str) -> int:
     with engine.connect() as connection:
         return int(connection.execute(text(sql)).scalar() or 0)
+
+
+def _progress(engine: Engine, state: str) -> tuple[int, int]:
+    """`_batches` for the polling loop. On SQLite every transaction of the engine starts with BEGIN
+    IMMEDIATE (the write lock), so a poller through it queues behind the migration's commits and may
+    only see the run once it is over; a plain autocommit reader does not wait (WAL)."""
+    if engine.dialect.name != "sqlite":
+        return _batches(engine, state) if _scalar(engine, "SELECT COUNT(*) FROM migration_runs") else (0, 0)
+    reader = sqlite3.connect(str(engine.url.database), isolation_level=None, timeout=60)
+    try:
+        row = reader.execute(
+            "SELECT SUM(CASE WHEN state = ? THEN 1 ELSE 0 END), COUNT(*) FROM migration_batches", (state,)
+        ).fetchone()
+    except sqlite3.OperationalError:  # the run has not created its tables' rows yet
+        return 0, 0
+    finally:
+        reader.close()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def _batches(engine: Engine, state: str) -> tuple[int, int]:
@@ -72,7 +91,7 @@ def test_a_killed_run_resumes_and_reconciles(
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            done, total = _batches(engine, killed_while) if _scalar(engine, "SELECT COUNT(*) FROM migration_runs") else (0, 0)
+            done, total = _progress(engine, killed_while)
             if done >= 3:
                 break
             time.sleep(0.005)
