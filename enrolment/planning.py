@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, text
 from enrolment.codes import code_hash, notification_id, provisional_code, wave_key
 from enrolment.waves import Wave, load_wave, store_counts
 from enrolment.window import add_calendar_months
+from mes_rollout import bulk
 from mes_rollout.audit import AuditEvent, record
 from mes_rollout.constants import EnrolmentState, WaveState
 from mes_rollout.db import load_query
@@ -208,22 +209,7 @@ def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str
         "CREATE TEMP TABLE plan_keys (nir TEXT PRIMARY KEY, recipient_nir TEXT NOT NULL, channel TEXT NOT NULL,"
         " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL, previous_state TEXT)"
     )
-    if connection.dialect.name == "postgresql":
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor:  # type: ignore[attr-defined]
-            with cursor.copy(
-                "COPY plan_keys (nir, recipient_nir, channel, code_hash, notification_id) FROM STDIN"
-            ) as copy:
-                for row in rows:
-                    copy.write_row(row)
-    else:
-        raw_cursor = connection.connection.cursor()
-        raw_cursor.executemany(
-            "INSERT INTO plan_keys (nir, recipient_nir, channel, code_hash, notification_id) VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
-        raw_cursor.close()
+    bulk.insert_rows(connection, "plan_keys", ("nir", "recipient_nir", "channel", "code_hash", "notification_id"), rows)
 
 
 # The shard's statements join the staged keys (about MES_SHARD_SIZE rows) to the big tables only

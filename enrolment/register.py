@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from enrolment.nir import Nir, NirError, normalise
-from mes_rollout import inputs
+from mes_rollout import bulk, inputs
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import chunks, read_records
@@ -268,26 +268,6 @@ class _Spill:
 
     def close(self) -> None:
         self.file.close()
-
-
-def _copy_into(connection: Connection, table: str, columns: tuple[str, ...], chunks_: Iterable[list[str]]) -> int:
-    """One COPY for every chunk of lines (the server parses a chunk while the next one is read)."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    copied = 0
-    with raw.cursor() as cursor:  # type: ignore[attr-defined]
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for lines in chunks_:
-                copy.write("".join(lines))  # one write per chunk: each write costs a round of the driver
-                copied += len(lines)
-    return copied
-
-
-def _insert_rows(connection: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    marks = ", ".join("?" for _ in columns)
-    raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # type: ignore[attr-defined]
 
 
 # --- The shortcut for ordinary rows -------------------------------------------------------------
@@ -563,13 +543,13 @@ def _first_load(connection: Connection, spill: _Spill, rejected: set[int], now: 
         # tables that reference it, all empty when persons is) is built after the COPY too.
         constraints = _key_constraints(connection)
         connection.exec_driver_sql(f'ALTER TABLE persons DROP CONSTRAINT "{constraints[0][1]}" CASCADE')
-        inserted = _copy_into(connection, "persons", SPILLED_COLUMNS, spill.rows(rejected))
+        inserted = bulk.copy_lines(connection, "persons", SPILLED_COLUMNS, spill.rows(rejected))
         for table, name, definition in constraints:
             connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     else:
         for chunk in spill.rows(rejected):
             rows = [(*map(_from_copy_field, line[:-1].split("\t")[:-1]), now) for line in chunk]
-            _insert_rows(connection, "persons", SPILLED_COLUMNS, rows)
+            bulk.insert_rows(connection, "persons", SPILLED_COLUMNS, rows)
             inserted += len(rows)
     for _name, definition in indexes:
         connection.exec_driver_sql(definition)
@@ -585,11 +565,11 @@ def _merge(
     )
     _create_staging(connection, "register_staging", SPILLED_COLUMNS)
     if connection.dialect.name == "postgresql":
-        _copy_into(connection, "register_staging", SPILLED_COLUMNS, spill.rows(rejected))
+        bulk.copy_lines(connection, "register_staging", SPILLED_COLUMNS, spill.rows(rejected))
     else:
         for chunk in spill.rows(rejected):
             rows = [tuple(map(_from_copy_field, line[:-1].split("\t"))) for line in chunk]
-            _insert_rows(connection, "register_staging", SPILLED_COLUMNS, rows)
+            bulk.insert_rows(connection, "register_staging", SPILLED_COLUMNS, rows)
     result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
     connection.exec_driver_sql("DROP TABLE register_staging")
     return max(result.rowcount, 0)
@@ -620,7 +600,7 @@ class _Sink:
         if not keys:
             return
         if not self.postgres:
-            _insert_rows(self.connection, "register_keys", KEY_COLUMNS, keys)
+            bulk.insert_rows(self.connection, "register_keys", KEY_COLUMNS, keys)
             return
         if self._copy is None:
             raw = self.connection.connection.driver_connection

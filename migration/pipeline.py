@@ -28,9 +28,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from mes_rollout import audit
+from mes_rollout.bulk import insert_rows
 from mes_rollout.constants import DocumentOutcome, MigrationBatchState, MigrationRunState
 from mes_rollout.db import as_date, as_datetime, load_query
-from migration.bulk import insert_rows
 from migration.content import CopyJob, CopyResult, copy_one
 from migration.rules import Decision, Person, SourceDmp, SourceDocument, classify_space, finish_chains
 from migration.store import DocumentStore
