@@ -423,15 +423,11 @@ def _space_after(before: _Space | None, action: SpaceAction, received_at: dt.dat
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> DecisionsSummary:
-    row = connection.execute(
-        text("SELECT rows_read, rows_accepted, rows_quarantined FROM input_files WHERE id = :id"), {"id": input_file_id}
-    ).one()
-    summary = DecisionsSummary(str(path), input_file_id, read=row[0], applied=row[1], quarantined=row[2], already_loaded=True)
-    for reason, count in connection.execute(
-        text("SELECT reason_code, COUNT(*) FROM quarantine WHERE input_file_id = :id GROUP BY reason_code"),
-        {"id": input_file_id},
-    ):
-        summary.reasons[reason] = count
+    earlier = inputs.earlier_load(connection, input_file_id)
+    summary = DecisionsSummary(
+        str(path), input_file_id, read=earlier.read, applied=earlier.accepted, quarantined=earlier.quarantined,
+        already_loaded=True, reasons=earlier.reasons,
+    )
     for outcome, count in connection.execute(
         text("SELECT outcome, COUNT(*) FROM decisions WHERE input_file_id = :id GROUP BY outcome"), {"id": input_file_id}
     ):

@@ -685,14 +685,8 @@ class _Sink:
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> IntakeSummary:
-    row = connection.execute(
-        text("SELECT rows_read, rows_accepted, rows_quarantined, warnings FROM input_files WHERE id = :id"),
-        {"id": input_file_id},
-    ).one()
-    summary = IntakeSummary(str(path), input_file_id, row[0], row[1], row[2], row[3], already_loaded=True)
-    for reason, count in connection.execute(
-        text("SELECT reason_code, COUNT(*) FROM quarantine WHERE input_file_id = :id GROUP BY reason_code"),
-        {"id": input_file_id},
-    ):
-        summary.reasons[reason] = count
-    return summary
+    earlier = inputs.earlier_load(connection, input_file_id)
+    return IntakeSummary(
+        str(path), input_file_id, earlier.read, earlier.accepted, earlier.quarantined, earlier.warnings,
+        already_loaded=True, reasons=earlier.reasons,
+    )

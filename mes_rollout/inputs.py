@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,31 @@ class Load:
 
     input_file_id: int
     already_loaded: bool
+
+
+@dataclass(frozen=True)
+class EarlierLoad:
+    """The counts an earlier load of a file recorded: what a re-load of the same content reports."""
+
+    read: int
+    accepted: int
+    quarantined: int
+    warnings: int
+    reasons: Counter[str]
+
+
+def earlier_load(connection: Connection, input_file_id: int) -> EarlierLoad:
+    row = connection.execute(
+        text("SELECT rows_read, rows_accepted, rows_quarantined, warnings FROM input_files WHERE id = :id"),
+        {"id": input_file_id},
+    ).one()
+    reasons: Counter[str] = Counter()
+    for reason, count in connection.execute(
+        text("SELECT reason_code, COUNT(*) FROM quarantine WHERE input_file_id = :id GROUP BY reason_code"),
+        {"id": input_file_id},
+    ):
+        reasons[reason] = int(count)
+    return EarlierLoad(int(row[0]), int(row[1]), int(row[2]), int(row[3]), reasons)
 
 
 def begin(connection: Connection, kind: FileKind, path: Path, run_id: str, now: dt.datetime) -> Load:

@@ -334,13 +334,7 @@ def _summary_of_earlier_load(
     summary.already_loaded = True
     summary.dmp_file_id, summary.documents_file_id = dmp_file_id, documents_file_id
     for file_id, counts in ((dmp_file_id, summary.dmps), (documents_file_id, summary.documents)):
-        row = connection.execute(
-            text("SELECT rows_read, rows_accepted, rows_quarantined FROM input_files WHERE id = :id"), {"id": file_id}
-        ).one()
-        counts.read, counts.accepted, counts.quarantined = int(row[0]), int(row[1]), int(row[2])
-        for reason, count in connection.execute(
-            text("SELECT reason_code, COUNT(*) FROM quarantine WHERE input_file_id = :id GROUP BY reason_code"),
-            {"id": file_id},
-        ):
-            counts.reasons[reason] = int(count)
+        earlier = inputs.earlier_load(connection, file_id)
+        counts.read, counts.accepted, counts.quarantined = earlier.read, earlier.accepted, earlier.quarantined
+        counts.reasons = earlier.reasons
     return summary

@@ -310,15 +310,8 @@ def _apply_round(
 
 
 def _earlier(connection: Connection, path: Path, input_file_id: int) -> FeedbackSummary:
-    row = connection.execute(
-        text("SELECT rows_read, rows_accepted, rows_quarantined FROM input_files WHERE id = :id"),
-        {"id": input_file_id},
-    ).one()
-    summary = FeedbackSummary(str(path), input_file_id, already_loaded=True, read=row[0], accepted=row[1],
-                              quarantined=row[2])
-    for reason, count in connection.execute(
-        text("SELECT reason_code, COUNT(*) FROM quarantine WHERE input_file_id = :id GROUP BY reason_code"),
-        {"id": input_file_id},
-    ):
-        summary.reasons[reason] = count
-    return summary
+    earlier = inputs.earlier_load(connection, input_file_id)
+    return FeedbackSummary(
+        str(path), input_file_id, already_loaded=True, read=earlier.read, accepted=earlier.accepted,
+        quarantined=earlier.quarantined, reasons=earlier.reasons,
+    )
