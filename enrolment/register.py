@@ -254,17 +254,8 @@ class _Spill:
     def rows(self, rejected: set[int], size: int = CHUNK_ROWS) -> Iterator[list[str]]:
         """Chunks of lines without the line number, the rejected lines left out."""
         self.file.seek(0)
-        chunk: list[str] = []
-        for line in self.file:
-            line_no, rest = line.split("\t", 1)
-            if rejected and int(line_no) in rejected:
-                continue
-            chunk.append(rest)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        split = (line.split("\t", 1) for line in self.file)
+        return chunks((rest for line_no, rest in split if not (rejected and int(line_no) in rejected)), size)
 
     def close(self) -> None:
         self.file.close()
@@ -458,7 +449,7 @@ def load_register(
             summary.reasons.update(rejection.reason_code for rejection in rejected)
             rejected_lines = {rejection.line_no for rejection in rejected}
             if _register_is_empty(connection):
-                summary.inserted_or_updated = _first_load(connection, spill, rejected_lines, now)
+                summary.inserted_or_updated = _first_load(connection, spill, rejected_lines)
             else:
                 summary.inserted_or_updated = _merge(connection, spill, rejected_lines, run_id, input_file_id, now)
             summary.phase_seconds["merge"] = time.perf_counter() - started
@@ -531,29 +522,36 @@ def _key_constraints(connection: Connection) -> list[tuple[str, str, str]]:
     return [(str(table), str(name), str(definition)) for table, name, definition in [primary, *referencing]]
 
 
-def _first_load(connection: Connection, spill: _Spill, rejected: set[int], now: dt.datetime) -> int:
+def _first_load(connection: Connection, spill: _Spill, rejected: set[int]) -> int:
     """Every accepted row is a new person: no upsert, and the secondary indexes are built once at
     the end rather than maintained row by row (same transaction: nothing is seen half-done)."""
     indexes = _secondary_indexes(connection)
     for name, _definition in indexes:
         connection.exec_driver_sql(f'DROP INDEX "{name}"')
-    inserted = 0
-    if connection.dialect.name == "postgresql":
-        # PostgreSQL's recipe for populating a table: its primary key (and the foreign keys of the
-        # tables that reference it, all empty when persons is) is built after the COPY too.
-        constraints = _key_constraints(connection)
+    # PostgreSQL's recipe for populating a table: its primary key (and the foreign keys of the
+    # tables that reference it, all empty when persons is) is built after the COPY too.
+    constraints = _key_constraints(connection) if connection.dialect.name == "postgresql" else []
+    if constraints:
         connection.exec_driver_sql(f'ALTER TABLE persons DROP CONSTRAINT "{constraints[0][1]}" CASCADE')
-        inserted = bulk.copy_lines(connection, "persons", SPILLED_COLUMNS, spill.rows(rejected))
-        for table, name, definition in constraints:
-            connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    else:
-        for chunk in spill.rows(rejected):
-            rows = [(*map(_from_copy_field, line[:-1].split("\t")[:-1]), now) for line in chunk]
-            bulk.insert_rows(connection, "persons", SPILLED_COLUMNS, rows)
-            inserted += len(rows)
+    inserted = _write_spilled(connection, "persons", spill, rejected)
+    for table, name, definition in constraints:
+        connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     for _name, definition in indexes:
         connection.exec_driver_sql(definition)
     return inserted
+
+
+def _write_spilled(connection: Connection, table: str, spill: _Spill, rejected: set[int]) -> int:
+    """The spilled rows not rejected into `table` (SPILLED_COLUMNS): as they are through COPY on
+    PostgreSQL, parsed back for SQLite (its timestamps are the same ISO text either way)."""
+    if connection.dialect.name == "postgresql":
+        return bulk.copy_lines(connection, table, SPILLED_COLUMNS, spill.rows(rejected))
+    written = 0
+    for chunk in spill.rows(rejected):
+        written += bulk.insert_rows(
+            connection, table, SPILLED_COLUMNS, [tuple(map(_from_copy_field, line[:-1].split("\t"))) for line in chunk]
+        )
+    return written
 
 
 def _merge(
@@ -564,12 +562,7 @@ def _merge(
         text(load_query("register_deaths.sql")), {"now": now, "run_id": run_id, "input_file_id": input_file_id}
     )
     _create_staging(connection, "register_staging", SPILLED_COLUMNS)
-    if connection.dialect.name == "postgresql":
-        bulk.copy_lines(connection, "register_staging", SPILLED_COLUMNS, spill.rows(rejected))
-    else:
-        for chunk in spill.rows(rejected):
-            rows = [tuple(map(_from_copy_field, line[:-1].split("\t"))) for line in chunk]
-            bulk.insert_rows(connection, "register_staging", SPILLED_COLUMNS, rows)
+    _write_spilled(connection, "register_staging", spill, rejected)
     result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
     connection.exec_driver_sql("DROP TABLE register_staging")
     return max(result.rowcount, 0)
