@@ -10,27 +10,33 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import io
 import logging
+import queue
 import re
-import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
 from sqlalchemy import Connection, Engine, text
 
 from enrolment.nir import Nir, NirError, normalise
 from mes_rollout import bulk, inputs
+from mes_rollout.arrowcsv import read_batches
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
-from mes_rollout.csvfile import chunks, read_records
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
-from notifications.postal_address import _KEPT_CHARACTER, _POSTCODE_AREA, PostalAddress
+from notifications.postal_address import PostalAddress
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,6 @@ STAGED_COLUMNS = (
     "nir_representant",
     "date_deces",
 )
-CHUNK_ROWS = 20_000
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _EMAIL = re.compile(
@@ -213,137 +218,18 @@ def validate_row(values: dict[str, str | None], as_of: dt.date) -> tuple[dict[st
     return person, warnings
 
 
-KEY_COLUMNS = ("line_no", "nir", "nir_representant", "date_deces")
 PERSON_COLUMNS = STAGED_COLUMNS[1:]
-# What a spilled row carries after its line number: the person, then its provenance.
-SPILLED_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "updated_at")
-_NULL = "\\N"
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_UNESCAPE = re.compile(r"\\(.)")
-_UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-
-
-def _copy_line(values: list[Any]) -> str:
-    """One row in PostgreSQL's COPY text format (also the spill file's format on SQLite)."""
-    texts = [_NULL if value is None else value if value.__class__ is str else str(value) for value in values]
-    line = "\t".join(texts)
-    # Backslashes other than the NULL markers, line breaks or tabs inside a value: escape field by field.
-    if line.count("\\") != values.count(None) or "\n" in line or "\r" in line or line.count("\t") != len(texts) - 1:
-        line = "\t".join(
-            _NULL if value is None else text_.translate(_ESCAPES) for value, text_ in zip(values, texts, strict=True)
-        )
-    return line + "\n"
-
-
-def _from_copy_field(field: str) -> str | None:
-    if field == _NULL:
-        return None
-    return _UNESCAPE.sub(lambda match: _UNESCAPED.get(match.group(1), match.group(1)), field) if "\\" in field else field
-
-
-class _Spill:
-    """Accepted rows, in COPY text format, in a temporary file: the file streams through in chunks,
-    and only the set-based file rules decide which of its rows reach `persons`."""
-
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="\n")  # noqa: SIM115
-
-    def write(self, lines: list[str]) -> None:
-        self.file.writelines(lines)
-
-    def rows(self, rejected: set[int], size: int = CHUNK_ROWS) -> Iterator[list[str]]:
-        """Chunks of lines without the line number, the rejected lines left out."""
-        self.file.seek(0)
-        split = (line.split("\t", 1) for line in self.file)
-        return chunks((rest for line_no, rest in split if not (rejected and int(line_no) in rejected)), size)
-
-    def close(self) -> None:
-        self.file.close()
-
-
-# --- The shortcut for ordinary rows -------------------------------------------------------------
-# Most rows of an extract are already in the form `validate_row` would give them: a NIR without
-# spaces, names without extra whitespace, a valid email, an address that surely prints. For those
-# rows the shortcut below builds the same staged values without the general path's cost; it never
-# rejects nor warns: any row it is not sure of (about 3 % of a synthetic extract) goes through
-# `validate_row`. tests/enrolment/test_register_shortcut.py checks that both agree on every row the
-# shortcut takes, over faulty synthetic extracts and generated variations.
-_NAME = r'[^\s;"]+(?: [^\s;"]+)*'
-# Address characters that survive normalisation without growing (no ß, Æ, æ, ¼, ½, ¾, nothing
-# outside Latin-1), no whitespace but single spaces, no ';' or '"'.
-_ADDRESS_WORD = r"[!#-:<-~\xa1-\xbb\xbf-\xc5\xc7-\xde\xe0-\xe5\xe7-\xff]+"
-_ADDRESS_LINE = rf"(?:{_ADDRESS_WORD}(?: {_ADDRESS_WORD})*)?"
-_SURE_NIR = (
-    r"[12][0-9]{2}(?:0[1-9]|1[0-2])"
-    r"(?:(?:0[1-9]|1[0-9]|2[1-9AB]|[3-8][0-9]|9[0-59])(?!000)[0-9]{3}|9[78][1-9][0-9]{2})(?!000)[0-9]{5}"
-)
-_ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_DEPARTEMENT = "97[1-6]|2[AB]|[0-9]{2}"  # then looked up in DEPARTEMENTS (a long alternation is slow)
-_SURE_ROW = re.compile(
-    rf"({_SURE_NIR});({_NAME});((?:{_NAME})?);({_NAME});({_ISO_DATE});([MF]);((?:[0-9]{{5}}|2[AB][0-9]{{3}})?);"
-    rf"((?:{_EMAIL.pattern[1:-1]})?);({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});({_ADDRESS_LINE});((?:[0-9]{{5}})?);"
-    rf"((?:{_ADDRESS_WORD}(?: {_ADDRESS_WORD})*)?);({_DEPARTEMENT});((?:{_SURE_NIR})?);((?:{_ISO_DATE})?)"
-)
-_CORSICA = str.maketrans({"A": "9", "B": "8"})  # 2A is read as 19 and 2B as 18 for the key
-
-
-def _sure_key(nir: str) -> bool:
-    number = nir[:13]
-    if number[5] == "2" and number[6] in "AB":
-        number = number[:5] + "1" + number[6:].translate(_CORSICA)
-    return 97 - int(number) % 97 == int(nir[13:])
-
-
-def _sure_date(text_: str) -> bool:
-    try:
-        dt.date.fromisoformat(text_)
-    except ValueError:
-        return False
-    return True
-
-
-def shortcut_row(fields: list[str], as_of_iso: str) -> list[str | None] | None:
-    """The staged values (PERSON_COLUMNS order) of a row in the contract's column order that surely
-    passes `validate_row` unchanged and without warnings; None when not sure (the general path decides)."""
-    match = _SURE_ROW.fullmatch(";".join(fields))
-    if match is None:
-        return None
-    (nir, nom, usage, prenoms, birth, sexe, lieu, email, line2, line3, line4, line5, postcode, commune,
-     departement, representative, death) = match.groups()
-    if (
-        birth > as_of_iso
-        or departement not in DEPARTEMENTS
-        or (nir[0] == "1") != (sexe == "M")
-        or nir[1:3] != birth[2:4]
-        or nir[3:5] != birth[5:7]
-        or not _sure_key(nir)
-        or not _sure_date(birth)
-    ):
-        return None
-    problem = None
-    if not (postcode or commune or line2 or line3 or line4 or line5):
-        problem = "no postal address"  # kept without a warning, as the general path does
-    else:
-        if len(postcode) + 1 + len(commune) > 38 or not _POSTCODE_AREA.match(postcode):
-            return None
-        if not _KEPT_CHARACTER.search(commune):
-            return None
-        kept = False
-        for line in (line2, line3, line4, line5):
-            if line:
-                if len(line) > 38:
-                    return None
-                kept = kept or _KEPT_CHARACTER.search(line) is not None
-        if not kept:
-            return None
-    if representative and (representative == nir or not _sure_key(representative)):
-        return None
-    if death and (death < birth or death > as_of_iso or not _sure_date(death)):
-        return None
-    return [
-        nir, nom, usage or None, prenoms.split(" ", 1)[0], prenoms, birth, sexe, lieu or None, email or None,
-        line2 or None, line3 or None, line4 or None, line5 or None, postcode or None, commune or None, problem, departement, representative or None, death or None,
-    ]
+# The register_keys staging table: what the rules over the whole file need, and whether the row
+# went straight into persons (first load) or waits in register_staging.
+KEY_COLUMNS = ("line_no", "nir", "nir_representant", "date_deces", "direct")
+# A row written straight into persons: the person, then its provenance.
+DIRECT_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "updated_at")
+REJECTED_COLUMNS = ("line_no", "nir", "direct")
+# PostgreSQL settings for the intake's transaction: memory for the hash joins of the rules over the
+# whole file and for the index builds of a first load (a million keys: with the server's default
+# 4 MB they spill to disk in dozens of batches), and no JIT (its compiling costs more than it saves
+# on these simple, large statements).
+INTAKE_SETTINGS = {"work_mem": "256MB", "maintenance_work_mem": "256MB", "jit": "off"}
 
 
 def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]) -> None:
@@ -351,8 +237,7 @@ def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]
     postgres = connection.dialect.name == "postgresql"
     types = {
         "line_no": "BIGINT",
-        "input_file_id": "BIGINT",
-        "updated_at": "TIMESTAMPTZ" if postgres else "TEXT",
+        "direct": "BOOLEAN" if postgres else "INTEGER",
         "date_naissance": "DATE" if postgres else "TEXT",
         "date_deces": "DATE" if postgres else "TEXT",
     }
@@ -360,18 +245,25 @@ def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]
     connection.exec_driver_sql(f"CREATE TEMP TABLE {table} ({definition})")
 
 
-def _drop_keys(connection: Connection, lines: list[int]) -> None:
+def _drop_keys(connection: Connection, lines: list[int]) -> list[tuple[int, str, bool]]:
+    """Rejected lines out of register_keys; returns them as (line, NIR, went straight into persons)."""
+    dropped: list[tuple[int, str, bool]] = []
     for start in range(0, len(lines), 500):
         part = lines[start : start + 500]
         marks = ", ".join(f":l{i}" for i in range(len(part)))
-        connection.execute(
-            text(f"DELETE FROM register_keys WHERE line_no IN ({marks})"),  # noqa: S608
+        result = connection.execute(
+            text(f"DELETE FROM register_keys WHERE line_no IN ({marks}) RETURNING line_no, nir, direct"),  # noqa: S608
             {f"l{i}": line for i, line in enumerate(part)},
         )
+        dropped += [(int(line), str(nir), bool(direct)) for line, nir, direct in result]
+    return dropped
 
 
-def _set_based_rejections(connection: Connection) -> list[inputs.Rejection]:
-    """Rows rejected by rules over the whole file: duplicate NIRs, representatives."""
+def _set_based_rejections(
+    connection: Connection, first_load: bool
+) -> tuple[list[inputs.Rejection], list[tuple[int, str, bool]]]:
+    """Rows rejected by rules over the whole file (duplicate NIRs, representatives), and the
+    rejected rows as _drop_keys gives them."""
     # Indexed once the rows are in (cheaper than maintaining them during the bulk insert). PostgreSQL
     # joins on NIR by hashing, cheaper than building an index on it; SQLite only joins through indexes.
     if connection.dialect.name != "postgresql":
@@ -385,12 +277,20 @@ def _set_based_rejections(connection: Connection) -> list[inputs.Rejection]:
         inputs.Rejection(line, RegisterReason.DUPLICATE_IN_FILE, "NIR already on an earlier line of this file", nir)
         for line, nir in duplicates
     ]
-    _drop_keys(connection, [line for line, _ in duplicates])
-    # A representative may be rejected in turn, which orphans the people they represent.
-    while True:
-        orphans = connection.execute(text(load_query("register_representatives.sql"))).all()
-        if not orphans:
-            return rejected
+    dropped = _drop_keys(connection, [line for line, _ in duplicates])
+    # A representative may be rejected in turn, which orphans the people they represent: after the
+    # first pass over everyone, only the wards of the people just rejected are looked at again.
+    everyone = load_query("register_representatives.sql")
+    if first_load:
+        everyone = everyone.replace(
+            "/*register*/persons", "(SELECT CAST(NULL AS TEXT) AS nir, CAST(NULL AS DATE) AS date_deces WHERE FALSE)"
+        )
+    wards_of_dropped = everyone.replace(
+        "/*wards*/", "AND s.nir_representant IN (SELECT nir FROM register_dropped)"
+    )
+    _create_staging(connection, "register_dropped", ("nir",))
+    orphans = connection.execute(text(everyone)).all()
+    while orphans:
         rejected += [
             inputs.Rejection(
                 line,
@@ -402,7 +302,13 @@ def _set_based_rejections(connection: Connection) -> list[inputs.Rejection]:
             )
             for line, nir, reason in orphans
         ]
-        _drop_keys(connection, [line for line, _, _ in orphans])
+        just_dropped = _drop_keys(connection, [line for line, _, _ in orphans])
+        dropped += just_dropped
+        connection.exec_driver_sql("DELETE FROM register_dropped")
+        bulk.insert_rows(connection, "register_dropped", ("nir",), [(nir,) for _, nir, _ in just_dropped])
+        orphans = connection.execute(text(wards_of_dropped)).all()
+    connection.exec_driver_sql("DROP TABLE register_dropped")
+    return rejected, dropped
 
 
 def load_register(
@@ -410,52 +316,72 @@ def load_register(
 ) -> IntakeSummary:
     """Load one register extract; the whole file or nothing. `as_of` is the run's logical date.
 
-    Rows are read and checked as they stream; accepted rows go to a spill file and their keys (NIR,
-    representative, death) to a staging table, where the rules over the whole file run as SQL.
-    Then the rows that passed reach `persons`: straight in on a first load (`persons` empty: COPY
-    on PostgreSQL, its secondary indexes built afterwards), through the upsert otherwise."""
+    The file streams in batches of Arrow columns. Rows `sure_rows` vouches for are staged as they
+    are; the others go through `validate_row`, which quarantines or warns. On a first load (persons
+    empty) a checked row goes straight into persons, unless its NIR may have come before in the
+    file; every other accepted row waits in a staging table. The keys of every accepted row (NIR,
+    representative, death) go to a table of their own, on PostgreSQL on a second connection, where
+    the rules over the whole file run as SQL (duplicate NIRs, representatives) while the first
+    builds persons' keys and indexes (first load). Then the rows the rules reject leave, and the
+    staged rows reach persons: inserted on a first load, upserted by NIR on later loads."""
     path = Path(path)
     run_id = run_id or f"register-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
-    with engine.begin() as connection:
+    with engine.begin() as connection, _keys_connection(engine, connection) as keys_connection:
         load = inputs.begin(connection, FileKind.REGISTER, path, run_id, now)
         if load.already_loaded:
             return _summary_of_earlier_load(connection, path, load.input_file_id)
         input_file_id = load.input_file_id
         summary = IntakeSummary(str(path), input_file_id)
-        _create_staging(connection, "register_keys", KEY_COLUMNS)
-        spill = _Spill()
+        started = time.perf_counter()
+        header, batches = read_batches(path, REQUIRED, OPTIONAL)
+        first_load = _register_is_empty(connection)
+        rebuild = _make_room(connection) if first_load else None
+        _create_staging(keys_connection, "register_keys", KEY_COLUMNS)
+        _create_staging(connection, "register_staging", STAGED_COLUMNS)
+        stream = _Stream(connection, keys_connection, summary, as_of, header, first_load, [input_file_id, now.isoformat(" ")])
         try:
-            started = time.perf_counter()
-            header, records = read_records(path, REQUIRED, OPTIONAL)
-            provenance = [input_file_id, now.isoformat(" ")]
-            sink = _Sink(connection, summary, spill, provenance)
-            try:
-                with _collector_paused():
-                    for chunk in chunks(records, CHUNK_ROWS):
-                        sink.take(header, chunk, as_of)
-            except BaseException:
-                sink.abandon()
-                raise
-            sink.close()
-            summary.phase_seconds["read_validate_stage"] = time.perf_counter() - started
-            started = time.perf_counter()
-            rejected = _set_based_rejections(connection)
-            summary.phase_seconds["file_rules"] = time.perf_counter() - started
-            started = time.perf_counter()
-            inputs.quarantine(connection, input_file_id, FileKind.REGISTER, rejected)
-            summary.quarantined += len(rejected)
-            summary.accepted -= len(rejected)
-            summary.reasons.update(rejection.reason_code for rejection in rejected)
-            rejected_lines = {rejection.line_no for rejection in rejected}
-            if _register_is_empty(connection):
-                summary.inserted_or_updated = _first_load(connection, spill, rejected_lines)
-            else:
-                summary.inserted_or_updated = _merge(connection, spill, rejected_lines, run_id, input_file_id, now)
-            summary.phase_seconds["merge"] = time.perf_counter() - started
-        finally:
-            spill.close()
-        connection.exec_driver_sql("DROP TABLE register_keys")
+            with _collector_paused():
+                for lines, table in batches:
+                    stream.take(lines, table)
+        except BaseException:
+            stream.abandon()
+            raise
+        stream.close()
+        summary.phase_seconds["read_validate_stage"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1) as builder:
+            # On PostgreSQL, persons' keys and indexes are built while the rules run on the other
+            # connection; rows that will leave it (rejected by the rules) are unique by NIR, and
+            # staged rows come in afterwards: building first is safe.
+            building = builder.submit(rebuild) if rebuild is not None and keys_connection is not connection else None
+            rejected, dropped = _set_based_rejections(keys_connection, first_load)
+            if building is not None:
+                building.result()
+            elif rebuild is not None:
+                rebuild()
+        summary.phase_seconds["file_rules_and_indexes"] = time.perf_counter() - started
+        started = time.perf_counter()
+        inputs.quarantine(connection, input_file_id, FileKind.REGISTER, rejected)
+        summary.quarantined += len(rejected)
+        summary.accepted -= len(rejected)
+        summary.reasons.update(rejection.reason_code for rejection in rejected)
+        _create_staging(connection, "register_rejected", REJECTED_COLUMNS)
+        bulk.insert_rows(connection, "register_rejected", REJECTED_COLUMNS, dropped)
+        connection.exec_driver_sql(
+            "DELETE FROM register_staging WHERE line_no IN (SELECT line_no FROM register_rejected)"
+        )
+        if first_load:
+            connection.exec_driver_sql(
+                "DELETE FROM persons WHERE nir IN (SELECT nir FROM register_rejected WHERE direct)"
+            )
+            summary.inserted_or_updated = stream.direct - sum(direct for _, _, direct in dropped)
+            summary.inserted_or_updated += _insert_staged(connection, input_file_id, now)
+        else:
+            summary.inserted_or_updated = _merge(connection, run_id, input_file_id, now)
+        summary.phase_seconds["merge"] = time.perf_counter() - started
+        for table in ("register_staging", "register_rejected"):
+            connection.exec_driver_sql(f"DROP TABLE {table}")
         inputs.finish(
             connection,
             input_file_id,
@@ -476,10 +402,31 @@ def load_register(
 
 
 @contextlib.contextmanager
+def _keys_connection(engine: Engine, connection: Connection) -> Iterator[Connection]:
+    """Where register_keys lives and the rules over the whole file run: on PostgreSQL a second
+    connection (a scratch table; it reads only what is committed, and never persons while a first
+    load rebuilds it), so that the server takes keys and rows in, and runs the rules and the index
+    builds, two at a time; on SQLite the load's own connection. Set up for the intake's statements."""
+    if connection.dialect.name != "postgresql":
+        yield connection
+        connection.exec_driver_sql("DROP TABLE IF EXISTS register_keys")
+        return
+    for name, value in INTAKE_SETTINGS.items():
+        connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+    with engine.connect() as keys_connection:
+        for name, value in INTAKE_SETTINGS.items():
+            keys_connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+        try:
+            yield keys_connection
+        finally:
+            keys_connection.rollback()  # its temporary tables go with it
+
+
+@contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while rows stream: the rows and their fields form no cycles
-    (reference counting frees them), and each chunk of lists and dicts would otherwise set off
-    collections that walk every live object, about a third of the reading time."""
+    (reference counting frees them), and each batch of lists and dicts would otherwise set off
+    collections that walk every live object."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -522,159 +469,308 @@ def _key_constraints(connection: Connection) -> list[tuple[str, str, str]]:
     return [(str(table), str(name), str(definition)) for table, name, definition in [primary, *referencing]]
 
 
-def _first_load(connection: Connection, spill: _Spill, rejected: set[int]) -> int:
-    """Every accepted row is a new person: no upsert, and the secondary indexes are built once at
-    the end rather than maintained row by row (same transaction: nothing is seen half-done)."""
+def _make_room(connection: Connection) -> Callable[[], None]:
+    """Before a first load: persons' secondary indexes dropped, and on PostgreSQL its primary key
+    with the foreign keys that reference it (all empty when persons is), as PostgreSQL's recipe for
+    populating a table says. Returns what builds them again, once, at the end (same transaction:
+    nothing is seen half-done, and a failure restores them)."""
     indexes = _secondary_indexes(connection)
     for name, _definition in indexes:
         connection.exec_driver_sql(f'DROP INDEX "{name}"')
-    # PostgreSQL's recipe for populating a table: its primary key (and the foreign keys of the
-    # tables that reference it, all empty when persons is) is built after the COPY too.
     constraints = _key_constraints(connection) if connection.dialect.name == "postgresql" else []
     if constraints:
         connection.exec_driver_sql(f'ALTER TABLE persons DROP CONSTRAINT "{constraints[0][1]}" CASCADE')
-    inserted = _write_spilled(connection, "persons", spill, rejected)
-    for table, name, definition in constraints:
-        connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    for _name, definition in indexes:
-        connection.exec_driver_sql(definition)
-    return inserted
+
+    def rebuild() -> None:
+        for table, name, definition in constraints:
+            connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        for _name, definition in indexes:
+            connection.exec_driver_sql(definition)
+
+    return rebuild
 
 
-def _write_spilled(connection: Connection, table: str, spill: _Spill, rejected: set[int]) -> int:
-    """The spilled rows not rejected into `table` (SPILLED_COLUMNS): as they are through COPY on
-    PostgreSQL, parsed back for SQLite (its timestamps are the same ISO text either way)."""
-    if connection.dialect.name == "postgresql":
-        return bulk.copy_lines(connection, table, SPILLED_COLUMNS, spill.rows(rejected))
-    written = 0
-    for chunk in spill.rows(rejected):
-        written += bulk.insert_rows(
-            connection, table, SPILLED_COLUMNS, [tuple(map(_from_copy_field, line[:-1].split("\t"))) for line in chunk]
-        )
-    return written
-
-
-def _merge(
-    connection: Connection, spill: _Spill, rejected: set[int], run_id: str, input_file_id: int, now: dt.datetime
-) -> int:
-    """Upsert by NIR through a staging table; deaths recorded for the first time are audited."""
-    connection.execute(
-        text(load_query("register_deaths.sql")), {"now": now, "run_id": run_id, "input_file_id": input_file_id}
+def _insert_staged(connection: Connection, input_file_id: int, now: dt.datetime) -> int:
+    """First load: the staged rows that passed the rules are new people."""
+    columns = ", ".join(PERSON_COLUMNS)
+    result = connection.execute(
+        text(
+            f"INSERT INTO persons ({columns}, input_file_id, updated_at)"  # noqa: S608
+            f" SELECT {columns}, :input_file_id, :now FROM register_staging"
+        ),
+        {"input_file_id": input_file_id, "now": now},
     )
-    _create_staging(connection, "register_staging", SPILLED_COLUMNS)
-    _write_spilled(connection, "register_staging", spill, rejected)
-    result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
-    connection.exec_driver_sql("DROP TABLE register_staging")
     return max(result.rowcount, 0)
 
 
-class _Sink:
-    """Where checked rows go as they stream. Accepted rows: the spill file, and their keys to the
-    staging table, on PostgreSQL through one COPY held open so that the server takes them in while
-    the next chunk is checked. Quarantined rows and warnings wait in memory (at most FLUSH_ROWS of
-    them) and go in between, so that the COPY is seldom interrupted."""
+def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.datetime) -> int:
+    """Upsert by NIR from the staging table; deaths recorded for the first time are audited."""
+    connection.execute(
+        text(load_query("register_deaths.sql")), {"now": now, "run_id": run_id, "input_file_id": input_file_id}
+    )
+    result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
+    return max(result.rowcount, 0)
+
+
+def _register_columns() -> Any:
+    # Imported when used: the column check reads its patterns from this module.
+    import enrolment.register_columns
+
+    return enrolment.register_columns
+
+
+class _SeenNirs:
+    """Which NIRs of the file may have come before: one bit per hash of a NIR (a Bloom filter). A
+    NIR seen before always finds its bit set; a new one finds it set now and then (a hash shared
+    with another NIR), which only sends its row the longer way. So on a first load, at most one row
+    per NIR goes straight into persons, and the rule on duplicates can take it out again by NIR."""
+
+    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, bits: int = 27) -> None:
+        self.table = np.zeros(1 << (bits - 3), np.uint8)
+        self.shift = np.uint64(64 - bits)
+
+    def first_sightings(self, nirs: pa.Array) -> np.ndarray:
+        """For each NIR (valid ones), whether it surely appears for the first time, in the file so
+        far and earlier in this batch; records them all as seen."""
+        if len(nirs) == 0:
+            return np.zeros(0, bool)
+        numbers = _register_columns().nir_numbers(nirs)[0].astype(np.uint64)
+        with np.errstate(over="ignore"):
+            hashes = (numbers * self._MULTIPLIER) >> self.shift
+        byte = (hashes >> np.uint64(3)).astype(np.int64)
+        bit = (np.uint8(1) << (hashes & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
+        unseen = (self.table[byte] & bit) == 0
+        first = np.zeros(len(hashes), bool)
+        first[np.unique(hashes, return_index=True)[1]] = True
+        np.bitwise_or.at(self.table, byte, bit)
+        return unseen & first
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value if value.__class__ is str else value.isoformat()
+
+
+class _Stream:
+    """The rows of a file as its batches come: checked, counted, and sent where they wait for the
+    rules over the whole file. Quarantined rows and warnings wait in memory (at most FLUSH_ROWS of
+    them) and go in between batches."""
 
     FLUSH_ROWS = 50_000
 
-    def __init__(self, connection: Connection, summary: IntakeSummary, spill: _Spill, provenance: list[Any]) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        keys_connection: Connection,
+        summary: IntakeSummary,
+        as_of: dt.date,
+        header: list[str],
+        first_load: bool,
+        provenance: list[Any],
+    ) -> None:
         assert summary.input_file_id is not None
         self.connection = connection
         self.summary = summary
         self.input_file_id = summary.input_file_id
-        self.spill = spill
+        self.as_of = as_of
+        self.header = header
+        self.seen = _SeenNirs() if first_load else None
         self.provenance = provenance
-        self.postgres = connection.dialect.name == "postgresql"
+        self.sure_rows = _register_columns().sure_rows
+        self.writer = _Writer(connection)
+        self.keys_writer = _Writer(keys_connection) if keys_connection is not connection else self.writer
+        self.direct = 0
         self.rejected: list[inputs.Rejection] = []
         self.warnings: list[dict[str, Any]] = []
-        self._copy: contextlib.ExitStack | None = None
-        self._writer: Any = None
 
-    def _write_keys(self, keys: list[tuple[int, str, str | None, str | None]]) -> None:
-        if not keys:
-            return
-        if not self.postgres:
-            bulk.insert_rows(self.connection, "register_keys", KEY_COLUMNS, keys)
-            return
-        if self._copy is None:
-            raw = self.connection.connection.driver_connection
-            assert raw is not None
-            self._copy = contextlib.ExitStack()
-            cursor = self._copy.enter_context(raw.cursor())  # type: ignore[attr-defined]
-            self._writer = self._copy.enter_context(cursor.copy(f"COPY register_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN"))
-        # Keys are validated NIRs and ISO dates: nothing in them needs escaping.
-        self._writer.write(
-            "".join(f"{line}\t{nir}\t{representative or _NULL}\t{death or _NULL}\n" for line, nir, representative, death in keys)
-        )
+    def take(self, lines: np.ndarray, table: pa.Table) -> None:
+        summary = self.summary
+        summary.read += len(lines)
+        sure, staged = self.sure_rows(_in_contract_order(table, self.header), self.as_of)
+        sure_mask = sure.to_numpy(zero_copy_only=False)
+        staged = staged.add_column(0, "line_no", pa.array(lines[sure_mask]))
+        direct = self.seen.first_sightings(staged.column("nir")) if self.seen is not None else np.zeros(len(staged), bool)
+        if direct.any():
+            rows = staged.filter(pa.array(direct)).drop_columns(["line_no"])
+            count = len(rows)
+            for name, value in zip(("input_file_id", "updated_at"), self.provenance, strict=True):
+                rows = rows.append_column(name, pa.array([value]).take(np.zeros(count, np.int64)))
+            self.writer.rows("persons", DIRECT_COLUMNS, rows)
+            self.direct += count
+        if not direct.all():
+            self.writer.rows("register_staging", STAGED_COLUMNS, staged.filter(pa.array(~direct)))
+        keys = staged.select(["line_no", "nir", "nir_representant", "date_deces"]).append_column("direct", pa.array(direct))
+        self.keys_writer.rows("register_keys", KEY_COLUMNS, keys)
+        summary.accepted += len(staged)
+        unsure = np.flatnonzero(~sure_mask)
+        if unsure.size:
+            self._validate(lines[unsure], table.take(pa.array(unsure)))
+        if len(self.rejected) + len(self.warnings) >= self.FLUSH_ROWS:
+            self._flush_pending()
 
-    def _end_copy(self) -> None:
-        if self._copy is not None:
-            copy, self._copy, self._writer = self._copy, None, None
-            copy.close()
-
-    def _flush_pending(self) -> None:
-        self._end_copy()
-        inputs.quarantine(self.connection, self.input_file_id, FileKind.REGISTER, self.rejected)
-        if self.warnings:
-            self.connection.execute(
-                text(
-                    "INSERT INTO input_warnings (input_file_id, line_no, warning_code, detail, record_key)"
-                    " VALUES (:file_id, :line, :code, :detail, :key)"
-                ),
-                self.warnings,
-            )
-        self.rejected, self.warnings = [], []
-
-    def take(self, header: list[str], chunk: list[tuple[int, list[str]]], as_of: dt.date) -> None:
-        spilled: list[str] = []
-        keys: list[tuple[int, str, str | None, str | None]] = []
-        rejected = self.rejected
-        warnings = self.warnings
-        before_rejected, before_warnings = len(rejected), len(warnings)
-        provenance = self.provenance
-        sure = header == list(REGISTER_COLUMNS)
-        as_of_iso = as_of.isoformat()
-        for line_no, fields in chunk:
-            staged = shortcut_row(fields, as_of_iso) if sure else None
-            if staged is not None:
-                keys.append((line_no, staged[0], staged[17], staged[18]))  # type: ignore[arg-type]
-                spilled.append(_copy_line([line_no, *staged, *provenance]))
-                continue
-            values: dict[str, str | None] = dict(zip(header, fields, strict=True))
+    def _validate(self, lines: np.ndarray, table: pa.Table) -> None:
+        """Rows the column check was not sure of, one by one through `validate_row`."""
+        summary = self.summary
+        columns = [table.column(name).to_pylist() for name in self.header]
+        staged: list[list[Any]] = []
+        before_rejected, before_warnings = len(self.rejected), len(self.warnings)
+        for line_no, fields in zip(lines.tolist(), zip(*columns, strict=True), strict=True):
+            values: dict[str, str | None] = dict(zip(self.header, fields, strict=True))
             try:
-                person, row_warnings = validate_row(values, as_of)
+                person, row_warnings = validate_row(values, self.as_of)
             except RowRejected as rejection:
                 key = normalise(values.get("nir") or "") or None
-                rejected.append(inputs.Rejection(line_no, rejection.reason, str(rejection), key))
+                self.rejected.append(inputs.Rejection(line_no, rejection.reason, str(rejection), key))
                 continue
-            death = person["date_deces"]
-            keys.append((line_no, person["nir"], person["nir_representant"], death and death.isoformat()))
-            spilled.append(_copy_line([line_no, *[person[name] for name in PERSON_COLUMNS], *provenance]))
+            staged.append([line_no, *[_iso(person[name]) for name in PERSON_COLUMNS]])
             for code, detail in row_warnings:
-                warnings.append(
+                self.warnings.append(
                     {"file_id": self.input_file_id, "line": line_no, "code": code, "detail": detail, "key": person["nir"]}
                 )
-        self.spill.write(spilled)
-        self._write_keys(keys)
-        summary = self.summary
-        summary.read += len(chunk)
-        summary.accepted += len(spilled)
-        summary.quarantined += len(rejected) - before_rejected
-        summary.warnings += len(warnings) - before_warnings
-        summary.reasons.update(rejection.reason_code for rejection in rejected[before_rejected:])
-        summary.warning_codes.update(warning["code"] for warning in warnings[before_warnings:])
-        if len(rejected) + len(warnings) >= self.FLUSH_ROWS:
-            self._flush_pending()
+        if staged:
+            rows = pa.table(
+                [pa.array(values, pa.int64() if i == 0 else pa.string()) for i, values in enumerate(zip(*staged, strict=True))],
+                names=list(STAGED_COLUMNS),
+            )
+            self.writer.rows("register_staging", STAGED_COLUMNS, rows)
+            keys = rows.select(["line_no", "nir", "nir_representant", "date_deces"])
+            self.keys_writer.rows("register_keys", KEY_COLUMNS, keys.append_column("direct", pa.array(np.zeros(len(rows), bool))))
+        summary.accepted += len(staged)
+        summary.quarantined += len(self.rejected) - before_rejected
+        summary.warnings += len(self.warnings) - before_warnings
+        summary.reasons.update(rejection.reason_code for rejection in self.rejected[before_rejected:])
+        summary.warning_codes.update(warning["code"] for warning in self.warnings[before_warnings:])
+
+    def _flush_pending(self) -> None:
+        rejected, warnings = self.rejected, self.warnings
+        self.rejected, self.warnings = [], []
+        input_file_id = self.input_file_id
+
+        def write(connection: Connection) -> None:
+            inputs.quarantine(connection, input_file_id, FileKind.REGISTER, rejected)
+            if warnings:
+                connection.execute(
+                    text(
+                        "INSERT INTO input_warnings (input_file_id, line_no, warning_code, detail, record_key)"
+                        " VALUES (:file_id, :line, :code, :detail, :key)"
+                    ),
+                    warnings,
+                )
+
+        self.writer.call(write)
 
     def close(self) -> None:
         """Everything taken is in the database."""
         self._flush_pending()
+        self.writer.close()
+        self.keys_writer.close()
 
     def abandon(self) -> None:
-        """Stop the COPY after a failure (the transaction is rolled back by the caller)."""
-        if self._copy is not None:
-            copy, self._copy, self._writer = self._copy, None, None
-            with contextlib.suppress(Exception):
-                copy.__exit__(RuntimeError, RuntimeError("register intake failed"), None)
+        """Stop writing after a failure (the transaction is rolled back by the caller)."""
+        self.writer.abandon()
+        self.keys_writer.abandon()
+
+
+def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
+    """The batch with the contract's columns in the contract's order ("" for an optional column the
+    file does not have)."""
+    if header == list(REGISTER_COLUMNS):
+        return table
+    empty = pa.array([""]).take(np.zeros(len(table), np.int64))
+    return pa.table(
+        [table.column(name) if name in header else empty for name in REGISTER_COLUMNS], names=list(REGISTER_COLUMNS)
+    )
+
+
+class _Writer:
+    """Where rows go while a file streams. On PostgreSQL a thread of its own sends them through
+    COPY (CSV), one COPY per table until rows of another table or a statement come, so that the
+    server takes a batch in while the next is read and checked; on SQLite, executemany in turn.
+    The caller's thread does not use the connection until `close` returns."""
+
+    _QUEUE_BATCHES = 6
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.postgres = connection.dialect.name == "postgresql"
+        self.error: BaseException | None = None
+        if self.postgres:
+            self.queue: queue.Queue[tuple[str, tuple[str, ...], pa.Table] | Callable[[Connection], None] | None]
+            self.queue = queue.Queue(maxsize=self._QUEUE_BATCHES)
+            self.thread = threading.Thread(target=self._run, name="register-writer", daemon=True)
+            self.thread.start()
+
+    def rows(self, table: str, columns: tuple[str, ...], rows: pa.Table) -> None:
+        if len(rows) == 0:
+            return
+        if not self.postgres:
+            bulk.insert_rows(self.connection, table, columns, zip(*[column.to_pylist() for column in rows.columns], strict=True))
+            return
+        self._put((table, columns, rows))
+
+    def call(self, work: Callable[[Connection], None]) -> None:
+        """Run `work` on the connection, in turn with the rows."""
+        if not self.postgres:
+            work(self.connection)
+            return
+        self._put(work)
+
+    def _put(self, item: tuple[str, tuple[str, ...], pa.Table] | Callable[[Connection], None]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def close(self) -> None:
+        if self.postgres:
+            self.queue.put(None)
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+
+    def abandon(self) -> None:
+        if self.postgres and self.thread.is_alive():
+            self.error = self.error or RuntimeError("register intake failed")
+            self.queue.put(None)
+            self.thread.join()
+
+    def _run(self) -> None:
+        raw = self.connection.connection.driver_connection
+        assert raw is not None
+        copying: tuple[str, contextlib.ExitStack, Any] | None = None
+        options = pcsv.WriteOptions(include_header=False)
+        try:
+            while (item := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # drain: the caller stops at its next put
+                if callable(item):
+                    if copying is not None:
+                        copying[1].close()
+                        copying = None
+                    item(self.connection)
+                    continue
+                table, columns, rows = item
+                if copying is None or copying[0] != table:
+                    if copying is not None:
+                        copying[1].close()
+                    stack = contextlib.ExitStack()
+                    cursor = stack.enter_context(raw.cursor())  # type: ignore[attr-defined]
+                    copy = stack.enter_context(cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"))
+                    copying = (table, stack, copy)
+                buffer = io.BytesIO()
+                pcsv.write_csv(rows, buffer, options)
+                copying[2].write(buffer.getbuffer())
+            if copying is not None and self.error is None:
+                copying[1].close()
+                copying = None
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            self.error = error
+            while self.queue.get() is not None:
+                pass
+        finally:
+            if copying is not None:
+                with contextlib.suppress(Exception):
+                    copying[1].__exit__(RuntimeError, RuntimeError("register intake failed"), None)
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> IntakeSummary:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
+from mes_rollout import bulk
 from mes_rollout.constants import FileKind
 from mes_rollout.csvfile import file_sha256
 
@@ -95,26 +96,15 @@ def start(connection: Connection, kind: FileKind, path: Path, sha256: str, run_i
 
 
 def quarantine(connection: Connection, input_file_id: int, kind: FileKind, rejections: Iterable[Rejection]) -> int:
-    params = [
-        {
-            "file_id": input_file_id,
-            "kind": kind.value,
-            "line": rejection.line_no,
-            "reason": rejection.reason_code,
-            "detail": rejection.detail,
-            "key": rejection.record_key,
-        }
-        for rejection in rejections
-    ]
-    if params:
-        connection.execute(
-            text(
-                "INSERT INTO quarantine (input_file_id, file_kind, line_no, reason_code, detail, record_key)"
-                " VALUES (:file_id, :kind, :line, :reason, :detail, :key)"
-            ),
-            params,
-        )
-    return len(params)
+    return bulk.insert_rows(
+        connection,
+        "quarantine",
+        ("input_file_id", "file_kind", "line_no", "reason_code", "detail", "record_key"),
+        [
+            (input_file_id, kind.value, rejection.line_no, str(rejection.reason_code), rejection.detail, rejection.record_key)
+            for rejection in rejections
+        ],
+    )
 
 
 def finish(

@@ -290,3 +290,55 @@ def test_a_first_load_and_an_upsert_store_the_same_rows(engine: Engine, tmp_path
             text("SELECT COUNT(*) FROM persons WHERE input_file_id NOT IN (SELECT id FROM input_files)")
         ).scalar_one()
     assert orphans == 0
+
+
+@pytest.mark.parametrize("first_load", [True, False])
+def test_a_rejected_representative_orphans_their_wards_in_turn(engine: Engine, tmp_path: Path, first_load: bool) -> None:
+    # A's representative is unknown, so A is rejected; then B, whom A represents, and C, whom B
+    # represents. D's second line is a duplicate, but D's first line stands: E, whom D represents, stays.
+    if not first_load:
+        load_register(engine, write_csv(tmp_path / "earlier.csv", [person_row(date_naissance="1950-05-05")]), as_of=AS_OF)
+    a = person_row(date_naissance="1990-01-01", nir_representant=make_nir("1", 1960, 6))
+    b = person_row(date_naissance="2010-02-02", nir_representant=a["nir"])
+    c = person_row(date_naissance="2012-03-03", nir_representant=b["nir"])
+    d = person_row(date_naissance="1985-04-04")
+    e = person_row(date_naissance="2013-05-05", nir_representant=d["nir"])
+    path = write_csv(tmp_path / "register.csv", [c, b, a, d, e, dict(d, email="later@example.fr")])
+    summary = load_register(engine, path, as_of=AS_OF)
+    assert (summary.read, summary.accepted, summary.quarantined) == (6, 2, 4)
+    with engine.connect() as connection:
+        quarantined = set(connection.execute(text("SELECT line_no, reason_code FROM quarantine")).all())
+        nirs = set(connection.execute(text("SELECT nir FROM persons")).scalars())
+    assert quarantined == {
+        (2, "UNKNOWN_REPRESENTATIVE"),
+        (3, "UNKNOWN_REPRESENTATIVE"),
+        (4, "UNKNOWN_REPRESENTATIVE"),
+        (7, "DUPLICATE_IN_FILE"),
+    }
+    assert {d["nir"], e["nir"]} <= nirs and not {a["nir"], b["nir"], c["nir"]} & nirs
+
+
+@pytest.mark.parametrize("bits", [3, 12, 27])
+def test_at_most_one_row_per_nir_goes_straight_into_persons(bits: int) -> None:
+    # The first load sends a checked row straight into persons only when its NIR surely did not
+    # come before, in earlier batches or earlier in the same batch; a small filter only sends more
+    # rows the longer way, never a second row of a NIR straight in.
+    import random
+
+    import pyarrow as pa
+
+    from enrolment.nir import with_key
+    from enrolment.register import _SeenNirs
+
+    rng = random.Random(bits)
+    people = [make_nir(rng.choice("12"), rng.randint(1930, 2020), rng.randint(1, 12)) for _ in range(400)]
+    people += [with_key(nir[:5] + "2A" + nir[7:13]) for nir in people[:20]]  # Corsica, 19 and 2A alike
+    stream = [rng.choice(people) for _ in range(3_000)]
+    seen = _SeenNirs(bits)
+    straight: list[str] = []
+    for start in range(0, len(stream), 250):
+        batch = stream[start : start + 250]
+        straight += [nir for nir, first in zip(batch, seen.first_sightings(pa.array(batch)), strict=True) if first]
+    assert len(straight) == len(set(straight))
+    if bits == 27:  # a filter of the size the intake uses lets almost every first sighting through
+        assert len(straight) > 0.95 * len(set(stream))
