@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from sqlalchemy import Connection, Engine, text
 
 from enrolment.nir import Nir, NirError, normalise
 from mes_rollout import bulk, inputs
-from mes_rollout.arrowcsv import read_batches
+from mes_rollout.arrowcsv import bool_array, int64_array, read_batches, string_array
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.db import load_query
@@ -513,7 +514,8 @@ def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.date
 
 
 def _register_columns() -> Any:
-    # Imported when used: the column check reads its patterns from this module.
+    # Imported when used: the column check reads its patterns from this module (and this module is
+    # imported with it below, so that loading a file does not pay for the import).
     import enrolment.register_columns
 
     return enrolment.register_columns
@@ -583,29 +585,32 @@ class _Stream:
         self.direct = 0
         self.rejected: list[inputs.Rejection] = []
         self.warnings: list[dict[str, Any]] = []
+        self.staging: list[pa.Table] = []
+        self.staging_rows = 0
 
     def take(self, lines: np.ndarray, table: pa.Table) -> None:
         summary = self.summary
         summary.read += len(lines)
         sure, staged = self.sure_rows(_in_contract_order(table, self.header), self.as_of)
         sure_mask = sure.to_numpy(zero_copy_only=False)
-        staged = staged.add_column(0, "line_no", pa.array(lines[sure_mask]))
+        staged = staged.add_column(0, "line_no", int64_array(lines[sure_mask]))
         direct = self.seen.first_sightings(staged.column("nir")) if self.seen is not None else np.zeros(len(staged), bool)
         if direct.any():
-            rows = staged.filter(pa.array(direct)).drop_columns(["line_no"])
+            rows = staged.filter(bool_array(direct)).drop_columns(["line_no"])
             count = len(rows)
-            for name, value in zip(("input_file_id", "updated_at"), self.provenance, strict=True):
-                rows = rows.append_column(name, pa.array([value]).take(np.zeros(count, np.int64)))
+            input_file_id, updated_at = self.provenance
+            rows = rows.append_column("input_file_id", int64_array(np.full(count, input_file_id)))
+            rows = rows.append_column("updated_at", pc.take(string_array([updated_at]), int64_array(np.zeros(count))))
             self.writer.rows("persons", DIRECT_COLUMNS, rows)
             self.direct += count
         if not direct.all():
-            self.writer.rows("register_staging", STAGED_COLUMNS, staged.filter(pa.array(~direct)))
-        keys = staged.select(["line_no", "nir", "nir_representant", "date_deces"]).append_column("direct", pa.array(direct))
+            self._stage(staged.filter(bool_array(~direct)))
+        keys = staged.select(["line_no", "nir", "nir_representant", "date_deces"]).append_column("direct", bool_array(direct))
         self.keys_writer.rows("register_keys", KEY_COLUMNS, keys)
         summary.accepted += len(staged)
         unsure = np.flatnonzero(~sure_mask)
         if unsure.size:
-            self._validate(lines[unsure], table.take(pa.array(unsure)))
+            self._validate(lines[unsure], table.take(int64_array(unsure)))
         if len(self.rejected) + len(self.warnings) >= self.FLUSH_ROWS:
             self._flush_pending()
 
@@ -630,17 +635,33 @@ class _Stream:
                 )
         if staged:
             rows = pa.table(
-                [pa.array(values, pa.int64() if i == 0 else pa.string()) for i, values in enumerate(zip(*staged, strict=True))],
+                [
+                    int64_array(np.array(values, np.int64)) if i == 0 else string_array(values)
+                    for i, values in enumerate(zip(*staged, strict=True))
+                ],
                 names=list(STAGED_COLUMNS),
             )
-            self.writer.rows("register_staging", STAGED_COLUMNS, rows)
+            self._stage(rows)
             keys = rows.select(["line_no", "nir", "nir_representant", "date_deces"])
-            self.keys_writer.rows("register_keys", KEY_COLUMNS, keys.append_column("direct", pa.array(np.zeros(len(rows), bool))))
+            self.keys_writer.rows("register_keys", KEY_COLUMNS, keys.append_column("direct", bool_array(np.zeros(len(rows), bool))))
         summary.accepted += len(staged)
         summary.quarantined += len(self.rejected) - before_rejected
         summary.warnings += len(self.warnings) - before_warnings
         summary.reasons.update(rejection.reason_code for rejection in self.rejected[before_rejected:])
         summary.warning_codes.update(warning["code"] for warning in self.warnings[before_warnings:])
+
+    def _stage(self, rows: pa.Table) -> None:
+        """Rows for register_staging, sent FLUSH_ROWS at a time: on a first load they are few, and
+        each switch between persons and register_staging ends a COPY and waits for the server."""
+        self.staging.append(rows)
+        self.staging_rows += len(rows)
+        if self.staging_rows >= self.FLUSH_ROWS:
+            self._send_staged()
+
+    def _send_staged(self) -> None:
+        if self.staging:
+            self.writer.rows("register_staging", STAGED_COLUMNS, pa.concat_tables(self.staging))
+            self.staging, self.staging_rows = [], 0
 
     def _flush_pending(self) -> None:
         rejected, warnings = self.rejected, self.warnings
@@ -662,6 +683,7 @@ class _Stream:
 
     def close(self) -> None:
         """Everything taken is in the database."""
+        self._send_staged()
         self._flush_pending()
         self.writer.close()
         self.keys_writer.close()
@@ -677,7 +699,7 @@ def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
     file does not have)."""
     if header == list(REGISTER_COLUMNS):
         return table
-    empty = pa.array([""]).take(np.zeros(len(table), np.int64))
+    empty = pc.take(string_array([""]), int64_array(np.zeros(len(table))))
     return pa.table(
         [table.column(name) if name in header else empty for name in REGISTER_COLUMNS], names=list(REGISTER_COLUMNS)
     )
@@ -779,3 +801,6 @@ def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: 
         str(path), input_file_id, earlier.read, earlier.accepted, earlier.quarantined, earlier.warnings,
         already_loaded=True, reasons=earlier.reasons,
     )
+
+
+_register_columns()

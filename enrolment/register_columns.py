@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from enrolment.register import _EMAIL, DEPARTEMENTS, PERSON_COLUMNS
+from mes_rollout.arrowcsv import bool_array, int64_array, string_array
 from mes_rollout.contracts import REGISTER_COLUMNS
 
 # Characters a name may hold unchanged: no whitespace of any kind (Python's str.split splits on
@@ -52,6 +53,10 @@ _POSTCODE_AREA = r"^(?:0[1-9]|1[0-9]|20[0-6]|2[1-9]|[3-8][0-9]|9[0-5]|97[1-6]|98
 _KEPT_CHARACTER = r"[0-9A-Za-z\x{c0}-\x{d6}\x{d8}-\x{f6}\x{f8}-\x{ff}]"
 _EMAIL_OR_NOTHING = rf"^(?:{_EMAIL.pattern[1:-1]})?$"
 _SEPARATOR = "\x01"
+# Made once, when the module loads (making a pyarrow scalar loads pandas, a third of a second).
+_NULL_STRING = pa.scalar(None, pa.string())
+_SEXES = string_array(["M", "F"])
+_DEPARTEMENTS = string_array(sorted(DEPARTEMENTS))
 _NAMES = rf"^{_NAME}\x01(?:{_NAME})?\x01{_NAME}$"  # nom_naissance, nom_usage, prenoms
 _ADDRESS_LINES = rf"^(?:{_ADDRESS_LINE[1:-1]}\x01){{4}}{_ADDRESS_LINE[1:-1]}$"  # lines 2 to 5, commune
 # A kept character in one of lines 2 to 5, and in the commune.
@@ -82,7 +87,7 @@ def _empty(column: pa.Array) -> pa.Array:
 
 
 def _or_null(column: pa.Array) -> pa.Array:
-    return pc.if_else(_empty(column), pa.scalar(None, pa.string()), column)
+    return pc.if_else(_empty(column), _NULL_STRING, column)
 
 
 def _joined(*columns: pa.Array) -> pa.Array:
@@ -100,7 +105,7 @@ def nir_numbers(nirs: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, bool)
     if isinstance(nirs, pa.ChunkedArray):
         nirs = nirs.combine_chunks()
-    nirs = pc.take(nirs, pa.array(np.arange(count)))  # a fresh array: offsets from 0, one buffer
+    nirs = pc.take(nirs, int64_array(np.arange(count)))  # a fresh array: offsets from 0, one buffer
     offsets = np.frombuffer(nirs.buffers()[1], np.int32, count + 1)
     if offsets[0] != 0 or offsets[-1] != 15 * count:
         raise ValueError("nir_numbers takes NIRs of 15 ASCII characters")
@@ -119,8 +124,8 @@ def _valid_nirs(nirs: pa.Array) -> pa.Array:
     shaped = _matches(nirs, _NIR).to_numpy(zero_copy_only=False)
     where = np.flatnonzero(shaped)
     valid = np.zeros(len(nirs), bool)
-    valid[where] = nir_numbers(pc.take(nirs, pa.array(where)))[1]
-    return pa.array(valid)
+    valid[where] = nir_numbers(pc.take(nirs, int64_array(where)))[1]
+    return bool_array(valid)
 
 
 def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
@@ -131,7 +136,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
     if table.column_names != list(REGISTER_COLUMNS):
         raise ValueError("sure_rows takes the contract's columns in the contract's order")
     if table.num_rows == 0:
-        return pa.array([], pa.bool_()), pa.table({name: pa.array([], pa.string()) for name in PERSON_COLUMNS})
+        return bool_array(np.zeros(0, bool)), pa.table({name: string_array([]) for name in PERSON_COLUMNS})
     column = {name: table.column(name).combine_chunks() for name in REGISTER_COLUMNS}
     # NIRs written in groups ("1 84 05 23 006 971 59") are taken without their spaces: where the
     # result is a NIR, the text held only digits, A, B and spaces, and `normalise` does the same.
@@ -154,7 +159,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
         _matches(_joined(column["nom_naissance"], column["nom_usage"], column["prenoms"]), _NAMES),
         _matches(birth, f"^{_DATE}$"),
         pc.less_equal(birth, as_of_iso),
-        pc.is_in(sexe, pa.array(["M", "F"])),
+        pc.is_in(sexe, _SEXES),
         pc.equal(pc.equal(_slice(nir, 0, 1), "1"), pc.equal(sexe, "M")),
         pc.equal(_slice(nir, 1, 3), _slice(birth, 2, 4)),
         pc.equal(_slice(nir, 3, 5), _slice(birth, 5, 7)),
@@ -163,7 +168,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
         _matches(address, _ADDRESS_LINES),
         _matches(postcode, _POSTCODE),
         pc.or_(pc.and_(pc.equal(address, _SEPARATOR * 4), _empty(postcode)), printable_address),  # none, or printable
-        pc.is_in(column["departement"], pa.array(sorted(DEPARTEMENTS))),
+        pc.is_in(column["departement"], _DEPARTEMENTS),
         pc.or_(_empty(representative), pc.and_(_valid_nirs(representative), pc.not_equal(representative, nir))),
         _matches(death, f"^(?:{_DATE})?$"),
         pc.or_(_empty(death), pc.and_(pc.greater_equal(death, birth), pc.less_equal(death, as_of_iso))),
@@ -174,7 +179,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
     staged_address_problem = pc.if_else(
         _all(_empty(picked["code_postal"]), _empty(picked["commune"]), *[_empty(picked[name]) for name in _ADDRESS_COLUMNS]),
         _NO_ADDRESS,
-        pa.scalar(None, pa.string()),
+        _NULL_STRING,
     )
     staged = {
         "nir": picked["nir"],
