@@ -342,3 +342,61 @@ def test_at_most_one_row_per_nir_goes_straight_into_persons(bits: int) -> None:
     assert len(straight) == len(set(straight))
     if bits == 27:  # a filter of the size the intake uses lets almost every first sighting through
         assert len(straight) > 0.95 * len(set(stream))
+
+
+@pytest.fixture(scope="module")
+def many_blocks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Forty thousand people, 3 % of rows faulty: about 5 MiB, more than one block of the reader."""
+    from mes_rollout.synth import generate
+
+    folder = tmp_path_factory.mktemp("many-blocks")
+    generate(40_000, 5, folder, dirty=0.03, with_dmp=False)
+    return folder
+
+
+def test_a_synthetic_extract_of_many_blocks_quarantines_and_warns_exactly_the_injected_faults(
+    engine: Engine, many_blocks: Path
+) -> None:
+    # faults.csv names every faulty row's single fault and the rule (reason code or warning) it must meet.
+    import csv
+
+    register = many_blocks / "register.csv"
+    assert register.stat().st_size > 4 << 20
+    with (many_blocks / "faults.csv").open(encoding="utf-8") as stream:
+        faults = [row for row in csv.DictReader(stream, delimiter=";") if row["file"] == "register.csv"]
+    warnings = {"EMAIL_INVALID", "ADDRESS_INVALID"}
+    summary = load_register(engine, register, as_of=dt.date(2022, 1, 28))
+    with engine.connect() as connection:
+        quarantined = set(connection.execute(text("SELECT line_no, reason_code, record_key FROM quarantine")).all())
+        warned = set(connection.execute(text("SELECT line_no, warning_code FROM input_warnings")).all())
+        persons = connection.execute(text("SELECT COUNT(*) FROM persons")).scalar_one()
+    assert quarantined == {
+        (int(fault["line"]), fault["expected"], fault["key"]) for fault in faults if fault["expected"] not in warnings
+    }
+    assert warned == {(int(fault["line"]), fault["expected"]) for fault in faults if fault["expected"] in warnings}
+    assert summary.read == summary.accepted + summary.quarantined and persons == summary.accepted
+
+
+def test_columns_in_another_order_or_left_out_store_the_same_people(engine: Engine, tmp_path: Path) -> None:
+    # The contract fixes the names, not the order; optional columns may be missing. The column
+    # check then works on the contract's order with empty optional fields, as validate_row does.
+    parent = person_row(date_naissance="1980-03-03")
+    rows = [parent, person_row(date_naissance="2012-05-05", nir_representant=parent["nir"], email="bad@@x")]
+    reordered = list(reversed(REGISTER_COLUMNS))
+    load_register(engine, write_csv(tmp_path / "reordered.csv", rows, reordered), as_of=AS_OF)
+    with engine.connect() as connection:
+        by_reordered = sorted(connection.execute(text("SELECT * FROM persons")).all())
+        warned = connection.execute(text("SELECT warning_code FROM input_warnings")).scalars().all()
+        connection.execute(text("DELETE FROM persons WHERE nir_representant IS NOT NULL"))
+        connection.execute(text("DELETE FROM persons"))
+        connection.commit()
+    assert warned == ["EMAIL_INVALID"] and len(by_reordered) == 2
+    required = ["nir", "nom_naissance", "prenoms", "date_naissance", "sexe", "departement", "nir_representant"]
+    summary = load_register(
+        engine, write_csv(tmp_path / "required.csv", [{name: row[name] for name in required} for row in rows], required),
+        as_of=AS_OF,
+    )
+    with engine.connect() as connection:
+        stored = {row[0]: row for row in connection.execute(text("SELECT nir, email, adresse_ligne4, address_problem FROM persons"))}
+    assert summary.accepted == 2 and summary.warnings == 0
+    assert stored[parent["nir"]][1:] == (None, None, "no postal address")
