@@ -253,17 +253,15 @@ def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]
 
 
 def _drop_keys(connection: Connection, lines: list[int]) -> list[tuple[int, str, bool]]:
-    """Rejected lines out of register_keys; returns them as (line, NIR, went straight into persons)."""
-    dropped: list[tuple[int, str, bool]] = []
-    for start in range(0, len(lines), 500):
-        part = lines[start : start + 500]
-        marks = ", ".join(f":l{i}" for i in range(len(part)))
-        result = connection.execute(
-            text(f"DELETE FROM register_keys WHERE line_no IN ({marks}) RETURNING line_no, nir, direct"),  # noqa: S608
-            {f"l{i}": line for i, line in enumerate(part)},
-        )
-        dropped += [(int(line), str(nir), bool(direct)) for line, nir, direct in result]
-    return dropped
+    """Rejected lines out of register_keys; returns them as (line, NIR, went straight into persons).
+    The lines go through a scratch table, joined by hashing on PostgreSQL (one pass over the keys
+    costs less than indexing them), through the line index on SQLite."""
+    connection.exec_driver_sql("DELETE FROM register_drop")
+    bulk.insert_rows(connection, "register_drop", ("line_no",), [(line,) for line in lines])
+    result = connection.exec_driver_sql(
+        "DELETE FROM register_keys WHERE line_no IN (SELECT line_no FROM register_drop) RETURNING line_no, nir, direct"
+    )
+    return [(int(line), str(nir), bool(direct)) for line, nir, direct in result]
 
 
 def _set_based_rejections(
@@ -271,13 +269,14 @@ def _set_based_rejections(
 ) -> tuple[list[inputs.Rejection], list[tuple[int, str, bool]]]:
     """Rows rejected by rules over the whole file (duplicate NIRs, representatives), and the
     rejected rows as _drop_keys gives them."""
-    # Indexed once the rows are in (cheaper than maintaining them during the bulk insert). PostgreSQL
-    # joins on NIR by hashing, cheaper than building an index on it; SQLite only joins through indexes.
-    if connection.dialect.name != "postgresql":
-        connection.exec_driver_sql("CREATE INDEX ix_register_keys_nir ON register_keys (nir)")
-    connection.exec_driver_sql("CREATE INDEX ix_register_keys_line ON register_keys (line_no)")
+    # PostgreSQL joins by hashing, cheaper than building indexes; SQLite only joins through indexes
+    # (built once the rows are in: cheaper than maintaining them during the bulk insert).
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ANALYZE register_keys")
+    else:
+        connection.exec_driver_sql("CREATE INDEX ix_register_keys_nir ON register_keys (nir)")
+        connection.exec_driver_sql("CREATE INDEX ix_register_keys_line ON register_keys (line_no)")
+    _create_staging(connection, "register_drop", ("line_no",))
     rejected: list[inputs.Rejection] = []
     duplicates = connection.execute(text(load_query("register_duplicates.sql"))).all()
     rejected += [
@@ -315,6 +314,7 @@ def _set_based_rejections(
         bulk.insert_rows(connection, "register_dropped", ("nir",), [(nir,) for _, nir, _ in just_dropped])
         orphans = connection.execute(text(wards_of_dropped)).all()
     connection.exec_driver_sql("DROP TABLE register_dropped")
+    connection.exec_driver_sql("DROP TABLE register_drop")
     return rejected, dropped
 
 
