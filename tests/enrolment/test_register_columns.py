@@ -118,3 +118,30 @@ def test_the_column_check_takes_corsica_leap_days_representatives_deaths_and_quo
     assert len(taken) == 4
     for fields, staged in taken:
         assert staged == _general_path(fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sex=st.sampled_from("12"),
+    year=st.integers(0, 99),
+    month=st.integers(1, 12),
+    department=st.sampled_from(["01", "13", "19", "2A", "2B", "31", "75", "95", "971", "976"]),
+    commune=st.integers(0, 999),
+    order=st.integers(0, 999),
+    key_shift=st.integers(0, 96),
+)
+def test_the_column_key_check_agrees_with_stdnum_including_corsica(
+    sex: str, year: int, month: int, department: str, commune: int, order: int, key_shift: int
+) -> None:
+    from stdnum.fr import nir as stdnum_nir
+
+    from enrolment.nir import compute_key
+    from enrolment.register_columns import nir_numbers
+
+    place = f"{department}{commune:03d}"[:5]
+    number = f"{sex}{year:02d}{month:02d}{place}{order:03d}"
+    full = f"{number}{(compute_key(number) + key_shift - 1) % 97 + 1:02d}"
+    _, valid = nir_numbers(pa.array([full]))
+    expected = stdnum_nir.is_valid(full) and place[2:] != "000" and order != 0
+    assert bool(valid[0]) == expected
+    assert bool(valid[0]) == (key_shift == 0 and place[2:] != "000" and order != 0)
