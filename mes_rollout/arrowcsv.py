@@ -200,28 +200,22 @@ def _fast_batches(path: Path, header: list[str], block_bytes: int) -> Generator[
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrowcsv") as pool:
             while True:
+                block: _Block | None
                 try:
                     block = next(blocks)
                 except StopIteration as done:
-                    resume_at: int | None = done.value
-                    break
-                parsing = pool.submit(parser.read_plain, block)
-                if in_flight is not None:
+                    block, resume_at = None, done.value
+                parsing = pool.submit(parser.read_plain, block) if block is not None else None
+                if in_flight is not None:  # the block before this one, parsed meanwhile
                     try:
                         batch = parser.batch(*in_flight)
                     except _Fallback:
                         return in_flight[0].base
                     if batch is not None:
                         yield batch
+                if block is None or parsing is None:
+                    return resume_at
                 in_flight = block, parsing
-            if in_flight is not None:
-                try:
-                    batch = parser.batch(*in_flight)
-                except _Fallback:
-                    return in_flight[0].base
-                if batch is not None:
-                    yield batch
-            return resume_at
     finally:
         blocks.close()
 
