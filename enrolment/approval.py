@@ -29,6 +29,11 @@ TASK_ID = "approval"
 APPROVE, REJECT = "Approve", "Reject"
 CLI_NAME = "mes-rollout CLI"
 _POLL_SECONDS = 0.5
+# How old a request must be before the in-process responder answers it, and how long an answered
+# request may still show its task awaiting input before the answer is sent again: `dag.test()`
+# writes the task instance it deferred a moment after the request appears, and on SQLite (no row
+# locks) that write could undo an answer given in between, leaving the run waiting for ever.
+_SETTLE = dt.timedelta(seconds=1)
 
 
 def answer(
@@ -38,8 +43,12 @@ def answer(
     user: dict[str, str] | None = None,
     comment: str = "",
     asked_after: dt.datetime | None = None,
+    settle: dt.timedelta | None = None,
 ) -> bool:
-    """Answer the pending approval request of the wave (Approve or Reject); False if none is pending."""
+    """Answer the pending approval request of the wave (Approve or Reject); False if none is pending.
+
+    With `settle` (the in-process responder): only a request at least that old, and an answered
+    request whose task still awaits input that long after the answer is resumed again."""
     if option not in (APPROVE, REJECT):
         raise ValueError(f"an approval is answered {APPROVE} or {REJECT}, not {option!r}")
     ensure_airflow_home()
@@ -56,22 +65,37 @@ def answer(
     who = user or {"id": f"cli:{getpass.getuser()}", "name": f"{getpass.getuser()} ({CLI_NAME})"}
     with create_session() as session:
         candidates = session.execute(
-            select(TaskInstance.id, DagRun.conf, HITLDetail.created_at)
+            select(TaskInstance.id, DagRun.conf, HITLDetail.created_at, HITLDetail.responded_at)
             .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id))
             .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
             .where(
                 TaskInstance.dag_id == DAG_ID,
                 TaskInstance.task_id == TASK_ID,
                 TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
-                HITLDetail.responded_at.is_(None),
             )
             .order_by(HITLDetail.created_at.desc())
         ).all()
-        for ti_id, conf, created_at in candidates:
+        now = dt.datetime.now(dt.UTC)
+        for ti_id, conf, created_at, responded_at in candidates:
             if str((conf or {}).get("wave_id", "")).strip() != wave_id:
                 continue
             if asked_after is not None and created_at < asked_after:
                 continue  # a request left by an earlier, interrupted run
+            if responded_at is not None:
+                if settle is None or now - responded_at < settle:
+                    continue
+                # Answered, yet the task still awaits input: the answer's resume was lost.
+                task_instance = session.get(TaskInstance, ti_id, with_for_update=True)
+                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_id).with_for_update())
+                if task_instance is None or detail is None or task_instance.state != TaskInstanceState.AWAITING_INPUT:
+                    continue
+                handle_event_submit(
+                    TriggerEvent(detail.as_resume_event_payload()), task_instance=task_instance, session=session
+                )
+                log.info("wave %s: the answer's resume was lost; sent again", wave_id)
+                return True
+            if settle is not None and now - created_at < settle:
+                continue
             # The order of the REST endpoint: the task instance first, then its request.
             task_instance = session.get(TaskInstance, ti_id, with_for_update=True)
             detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_id).with_for_update())
@@ -94,10 +118,10 @@ def answer(
 def _answer_when_asked(
     wave_id: str, option: str, comment: str, asked_after: dt.datetime, stop: threading.Event
 ) -> None:
+    # Until the run ends: an answer's resume lost to the run's own write is sent again.
     while not stop.is_set():
         try:
-            if answer(wave_id, option, comment=comment, asked_after=asked_after):
-                return
+            answer(wave_id, option, comment=comment, asked_after=asked_after, settle=_SETTLE)
         except Exception as error:  # noqa: BLE001 - the metadata DB is busy with the run: try again
             log.debug("answering the approval of wave %s failed (%s); retrying", wave_id, type(error).__name__)
         stop.wait(_POLL_SECONDS)

@@ -515,6 +515,8 @@ def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.date
     connection.execute(
         text(load_query("register_deaths.sql")), {"now": now, "run_id": run_id, "input_file_id": input_file_id}
     )
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ANALYZE register_staging")  # a million rows: a join by hashing
     result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
     return max(result.rowcount, 0)
 

@@ -1,17 +1,37 @@
 -- Upsert the staged register rows into persons, by NIR. A row that changes nothing is not
--- touched (re-loading a file is a no-op). A death date, once known, is never erased by a later
--- extract that lacks it. A new email clears its bounce flag; a new address clears its NPAI flag.
+-- touched (re-loading a file is a no-op): only new people and changed ones are selected, by one
+-- join on NIR (on a monthly extract, where most people are as they were, cheaper than an upsert
+-- that looks each of a million people up by key). A death date, once known, is never erased by
+-- a later extract that lacks it. A new email clears its bounce flag; a new address clears its
+-- NPAI flag.
 INSERT INTO persons (
     nir, nom_naissance, nom_usage, prenom, prenoms, date_naissance, sexe, lieu_naissance, email,
     adresse_ligne2, adresse_ligne3, adresse_ligne4, adresse_ligne5, code_postal, commune,
     address_problem, departement, nir_representant, date_deces, input_file_id, updated_at
 )
 SELECT
-    nir, nom_naissance, nom_usage, prenom, prenoms, date_naissance, sexe, lieu_naissance, email,
-    adresse_ligne2, adresse_ligne3, adresse_ligne4, adresse_ligne5, code_postal, commune,
-    address_problem, departement, nir_representant, date_deces, :input_file_id, :now
-FROM register_staging
-WHERE TRUE
+    s.nir, s.nom_naissance, s.nom_usage, s.prenom, s.prenoms, s.date_naissance, s.sexe, s.lieu_naissance, s.email,
+    s.adresse_ligne2, s.adresse_ligne3, s.adresse_ligne4, s.adresse_ligne5, s.code_postal, s.commune,
+    s.address_problem, s.departement, s.nir_representant, s.date_deces, :input_file_id, :now
+FROM register_staging AS s
+LEFT JOIN persons AS p ON p.nir = s.nir
+WHERE p.nir IS NULL
+   OR s.nom_naissance IS DISTINCT FROM p.nom_naissance
+   OR s.nom_usage IS DISTINCT FROM p.nom_usage
+   OR s.prenoms IS DISTINCT FROM p.prenoms
+   OR s.date_naissance IS DISTINCT FROM p.date_naissance
+   OR s.sexe IS DISTINCT FROM p.sexe
+   OR s.lieu_naissance IS DISTINCT FROM p.lieu_naissance
+   OR s.email IS DISTINCT FROM p.email
+   OR s.adresse_ligne2 IS DISTINCT FROM p.adresse_ligne2
+   OR s.adresse_ligne3 IS DISTINCT FROM p.adresse_ligne3
+   OR s.adresse_ligne4 IS DISTINCT FROM p.adresse_ligne4
+   OR s.adresse_ligne5 IS DISTINCT FROM p.adresse_ligne5
+   OR s.code_postal IS DISTINCT FROM p.code_postal
+   OR s.commune IS DISTINCT FROM p.commune
+   OR s.departement IS DISTINCT FROM p.departement
+   OR s.nir_representant IS DISTINCT FROM p.nir_representant
+   OR (s.date_deces IS NOT NULL AND s.date_deces IS DISTINCT FROM p.date_deces)
 ON CONFLICT (nir) DO UPDATE SET
     nom_naissance = excluded.nom_naissance,
     nom_usage = excluded.nom_usage,
@@ -43,19 +63,3 @@ ON CONFLICT (nir) DO UPDATE SET
     date_deces = COALESCE(excluded.date_deces, persons.date_deces),
     input_file_id = excluded.input_file_id,
     updated_at = excluded.updated_at
-WHERE excluded.nom_naissance IS DISTINCT FROM persons.nom_naissance
-   OR excluded.nom_usage IS DISTINCT FROM persons.nom_usage
-   OR excluded.prenoms IS DISTINCT FROM persons.prenoms
-   OR excluded.date_naissance IS DISTINCT FROM persons.date_naissance
-   OR excluded.sexe IS DISTINCT FROM persons.sexe
-   OR excluded.lieu_naissance IS DISTINCT FROM persons.lieu_naissance
-   OR excluded.email IS DISTINCT FROM persons.email
-   OR excluded.adresse_ligne2 IS DISTINCT FROM persons.adresse_ligne2
-   OR excluded.adresse_ligne3 IS DISTINCT FROM persons.adresse_ligne3
-   OR excluded.adresse_ligne4 IS DISTINCT FROM persons.adresse_ligne4
-   OR excluded.adresse_ligne5 IS DISTINCT FROM persons.adresse_ligne5
-   OR excluded.code_postal IS DISTINCT FROM persons.code_postal
-   OR excluded.commune IS DISTINCT FROM persons.commune
-   OR excluded.departement IS DISTINCT FROM persons.departement
-   OR excluded.nir_representant IS DISTINCT FROM persons.nir_representant
-   OR (excluded.date_deces IS NOT NULL AND excluded.date_deces IS DISTINCT FROM persons.date_deces)

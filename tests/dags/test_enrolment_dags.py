@@ -220,3 +220,60 @@ def test_the_cli_approves_in_a_fresh_process_or_waits_for_an_answer_from_another
     with get_engine().connect() as connection:
         comments = dict(connection.execute(text("SELECT wave_id, decision_comment FROM waves")).all())
     assert comments == {"W-fresh": "", "W-wait": "from the other shell"}
+
+
+def test_an_answer_whose_resume_was_lost_is_sent_again(airflow_home: Path, settings_env: Path, tmp_path: Path) -> None:
+    # On SQLite the run's own write of the deferred task can undo an answer given a moment after
+    # the request appeared: the request shows a response, the task still awaits input, and the run
+    # would wait for ever. Here the response is recorded without its resume (that lost state); the
+    # in-process responder's call (settle given) sees it and sends the resume again.
+    import os
+    import subprocess
+    import sys
+
+    from airflow.models.hitl import HITLDetail, HITLUser
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    from enrolment.approval import answer
+    from mes_rollout.config import PROJECT_ROOT
+
+    load_people(get_engine(), [person_row(departement="03")], tmp_path / "register")
+    asked_after = dt.datetime.now(dt.UTC)
+    command = [sys.executable, "-m", "mes_rollout.cli", "wave", "run", "W-lost", "--departements", "03",
+               "--date", "2022-01-31", "--json"]
+    waiting = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ), cwd=PROJECT_ROOT
+    )
+    try:
+        give_up = time.monotonic() + 120
+        recorded = False
+        while not recorded:
+            assert waiting.poll() is None and time.monotonic() < give_up, "the run did not wait for approval"
+            time.sleep(0.5)
+            with create_session() as session:
+                detail = session.scalar(
+                    select(HITLDetail)
+                    .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+                    .where(TaskInstance.task_id == "approval", TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                    .where(HITLDetail.created_at >= asked_after, HITLDetail.responded_at.is_(None))
+                )
+                if detail is not None:
+                    detail.responded_by = HITLUser(id="test", name="test")
+                    detail.responded_at = dt.datetime.now(dt.UTC)
+                    detail.chosen_options = [APPROVE]
+                    detail.params_input = {"comment": "resume lost"}
+                    session.add(detail)
+                    recorded = True
+        time.sleep(1.5)
+        assert waiting.poll() is None  # the lost state: answered, yet the run still waits
+        assert not answer("W-lost", APPROVE, asked_after=asked_after)  # a plain answer finds nothing pending
+        assert answer("W-lost", APPROVE, asked_after=asked_after, settle=dt.timedelta(seconds=1))
+        out, _ = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0
+        assert json.loads(out[out.rfind("\n{\n") + 1 if not out.startswith("{\n") else 0 :])["state"] == "approved"
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
