@@ -67,12 +67,12 @@ STAGED_COLUMNS = (
 )
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_EMAIL = re.compile(
+_EMAIL: re.Pattern[str] = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
 _INSEE_PLACE = re.compile(r"^(?:[0-9]{5}|2[AB][0-9]{3})$")
-DEPARTEMENTS = frozenset(
+DEPARTEMENTS: frozenset[str] = frozenset(
     [f"{n:02d}" for n in range(1, 20)] + [f"{n:02d}" for n in range(21, 96)] + ["2A", "2B"]
     + [str(n) for n in range(971, 977)]
 )
@@ -252,12 +252,13 @@ def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]
     connection.exec_driver_sql(f"CREATE TEMP TABLE {table} ({definition})")
 
 
-def _drop_keys(connection: Connection, lines: list[int]) -> list[tuple[int, str, bool]]:
-    """Rejected lines out of register_keys; returns them as (line, NIR, went straight into persons).
-    The lines go through a scratch table, joined by hashing on PostgreSQL (one pass over the keys
-    costs less than indexing them), through the line index on SQLite."""
+def _drop_keys(connection: Connection, rejected: list[tuple[int, str]]) -> list[tuple[int, str, bool]]:
+    """Rejected (line, NIR) out of register_keys; returns them as (line, NIR, went straight into
+    persons). They go through the scratch table register_drop (which then holds them, for the
+    representatives rule), joined by hashing on PostgreSQL (one pass over the keys costs less than
+    indexing them), through the line index on SQLite."""
     connection.exec_driver_sql("DELETE FROM register_drop")
-    bulk.insert_rows(connection, "register_drop", ("line_no",), [(line,) for line in lines])
+    bulk.insert_rows(connection, "register_drop", ("line_no", "nir"), rejected)
     result = connection.exec_driver_sql(
         "DELETE FROM register_keys WHERE line_no IN (SELECT line_no FROM register_drop) RETURNING line_no, nir, direct"
     )
@@ -276,14 +277,14 @@ def _set_based_rejections(
     else:
         connection.exec_driver_sql("CREATE INDEX ix_register_keys_nir ON register_keys (nir)")
         connection.exec_driver_sql("CREATE INDEX ix_register_keys_line ON register_keys (line_no)")
-    _create_staging(connection, "register_drop", ("line_no",))
+    _create_staging(connection, "register_drop", ("line_no", "nir"))
     rejected: list[inputs.Rejection] = []
     duplicates = connection.execute(text(load_query("register_duplicates.sql"))).all()
     rejected += [
         inputs.Rejection(line, RegisterReason.DUPLICATE_IN_FILE, "NIR already on an earlier line of this file", nir)
         for line, nir in duplicates
     ]
-    dropped = _drop_keys(connection, [line for line, _ in duplicates])
+    dropped = _drop_keys(connection, [(line, nir) for line, nir in duplicates])
     # A representative may be rejected in turn, which orphans the people they represent: after the
     # first pass over everyone, only the wards of the people just rejected are looked at again.
     everyone = load_query("register_representatives.sql")
@@ -291,10 +292,7 @@ def _set_based_rejections(
         everyone = everyone.replace(
             "/*register*/persons", "(SELECT CAST(NULL AS TEXT) AS nir, CAST(NULL AS DATE) AS date_deces WHERE FALSE)"
         )
-    wards_of_dropped = everyone.replace(
-        "/*wards*/", "AND s.nir_representant IN (SELECT nir FROM register_dropped)"
-    )
-    _create_staging(connection, "register_dropped", ("nir",))
+    wards_of_dropped = everyone.replace("/*wards*/", "AND s.nir_representant IN (SELECT nir FROM register_drop)")
     orphans = connection.execute(text(everyone)).all()
     while orphans:
         rejected += [
@@ -308,12 +306,8 @@ def _set_based_rejections(
             )
             for line, nir, reason in orphans
         ]
-        just_dropped = _drop_keys(connection, [line for line, _, _ in orphans])
-        dropped += just_dropped
-        connection.exec_driver_sql("DELETE FROM register_dropped")
-        bulk.insert_rows(connection, "register_dropped", ("nir",), [(nir,) for _, nir, _ in just_dropped])
+        dropped += _drop_keys(connection, [(line, nir) for line, nir, _ in orphans])
         orphans = connection.execute(text(wards_of_dropped)).all()
-    connection.exec_driver_sql("DROP TABLE register_dropped")
     connection.exec_driver_sql("DROP TABLE register_drop")
     return rejected, dropped
 
@@ -418,15 +412,18 @@ def _keys_connection(engine: Engine, connection: Connection) -> Iterator[Connect
         yield connection
         connection.exec_driver_sql("DROP TABLE IF EXISTS register_keys")
         return
-    for name, value in INTAKE_SETTINGS.items():
-        connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+    _set_intake_settings(connection)
     with engine.connect() as keys_connection:
-        for name, value in INTAKE_SETTINGS.items():
-            keys_connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+        _set_intake_settings(keys_connection)
         try:
             yield keys_connection
         finally:
             keys_connection.rollback()  # its temporary tables go with it
+
+
+def _set_intake_settings(connection: Connection) -> None:
+    for name, value in INTAKE_SETTINGS.items():
+        connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
 
 
 @contextlib.contextmanager
@@ -521,14 +518,6 @@ def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.date
     return max(result.rowcount, 0)
 
 
-def _register_columns() -> Any:
-    # Imported when used: the column check reads its patterns from this module (and this module is
-    # imported with it below, so that loading a file does not pay for the import).
-    import enrolment.register_columns
-
-    return enrolment.register_columns
-
-
 class _SeenNirs:
     """Which NIRs of the file may have come before: one bit per hash of a NIR (a Bloom filter). A
     NIR seen before always finds its bit set; a new one finds it set now and then (a hash shared
@@ -546,7 +535,7 @@ class _SeenNirs:
         far and earlier in this batch; records them all as seen."""
         if len(nirs) == 0:
             return np.zeros(0, bool)
-        numbers = _register_columns().nir_numbers(nirs)[0].astype(np.uint64)
+        numbers = nir_numbers(nirs)[0].astype(np.uint64)
         with np.errstate(over="ignore"):
             hashes = (numbers * self._MULTIPLIER) >> self.shift
         byte = (hashes >> np.uint64(3)).astype(np.int64)
@@ -580,14 +569,12 @@ class _Stream:
         provenance: list[Any],
     ) -> None:
         assert summary.input_file_id is not None
-        self.connection = connection
         self.summary = summary
         self.input_file_id = summary.input_file_id
         self.as_of = as_of
         self.header = header
         self.seen = _SeenNirs() if first_load else None
         self.provenance = provenance
-        self.sure_rows = _register_columns().sure_rows
         self.writer = _Writer(connection)
         self.keys_writer = _Writer(keys_connection) if keys_connection is not connection else self.writer
         self.direct = 0
@@ -599,7 +586,7 @@ class _Stream:
     def take(self, lines: np.ndarray, table: pa.Table) -> None:
         summary = self.summary
         summary.read += len(lines)
-        sure, staged = self.sure_rows(_in_contract_order(table, self.header), self.as_of)
+        sure, staged = sure_rows(_in_contract_order(table, self.header), self.as_of)
         sure_mask = sure.to_numpy(zero_copy_only=False)
         staged = staged.add_column(0, "line_no", int64_array(lines[sure_mask]))
         direct = self.seen.first_sightings(staged.column("nir")) if self.seen is not None else np.zeros(len(staged), bool)
@@ -608,13 +595,12 @@ class _Stream:
             count = len(rows)
             input_file_id, updated_at = self.provenance
             rows = rows.append_column("input_file_id", int64_array(np.full(count, input_file_id)))
-            rows = rows.append_column("updated_at", pc.take(string_array([updated_at]), int64_array(np.zeros(count))))
+            rows = rows.append_column("updated_at", _repeated(updated_at, count))
             self.writer.rows("persons", DIRECT_COLUMNS, rows)
             self.direct += count
         if not direct.all():
             self._stage(staged.filter(bool_array(~direct)))
-        keys = staged.select(["line_no", "nir", "nir_representant", "date_deces"]).append_column("direct", bool_array(direct))
-        self.keys_writer.rows("register_keys", KEY_COLUMNS, keys)
+        self._send_keys(staged, direct)
         summary.accepted += len(staged)
         unsure = np.flatnonzero(~sure_mask)
         if unsure.size:
@@ -650,13 +636,17 @@ class _Stream:
                 names=list(STAGED_COLUMNS),
             )
             self._stage(rows)
-            keys = rows.select(["line_no", "nir", "nir_representant", "date_deces"])
-            self.keys_writer.rows("register_keys", KEY_COLUMNS, keys.append_column("direct", bool_array(np.zeros(len(rows), bool))))
+            self._send_keys(rows, np.zeros(len(rows), bool))
         summary.accepted += len(staged)
         summary.quarantined += len(self.rejected) - before_rejected
         summary.warnings += len(self.warnings) - before_warnings
         summary.reasons.update(rejection.reason_code for rejection in self.rejected[before_rejected:])
         summary.warning_codes.update(warning["code"] for warning in self.warnings[before_warnings:])
+
+    def _send_keys(self, staged: pa.Table, direct: np.ndarray) -> None:
+        """register_keys rows of staged rows (STAGED_COLUMNS), with whether each went straight in."""
+        keys = staged.select(list(KEY_COLUMNS[:-1])).append_column("direct", bool_array(direct))
+        self.keys_writer.rows("register_keys", KEY_COLUMNS, keys)
 
     def _stage(self, rows: pa.Table) -> None:
         """Rows for register_staging, sent FLUSH_ROWS at a time: on a first load they are few, and
@@ -702,12 +692,16 @@ class _Stream:
         self.keys_writer.abandon()
 
 
+def _repeated(value: str, count: int) -> pa.Array:
+    return pc.take(string_array([value]), int64_array(np.zeros(count)))
+
+
 def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
     """The batch with the contract's columns in the contract's order ("" for an optional column the
     file does not have)."""
     if header == list(REGISTER_COLUMNS):
         return table
-    empty = pc.take(string_array([""]), int64_array(np.zeros(len(table))))
+    empty = _repeated("", len(table))
     return pa.table(
         [table.column(name) if name in header else empty for name in REGISTER_COLUMNS], names=list(REGISTER_COLUMNS)
     )
@@ -811,4 +805,6 @@ def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: 
     )
 
 
-_register_columns()
+# The column check reads its patterns from this module, so it is imported once this module's names
+# exist (here, at load time: loading a file does not pay for the import).
+from enrolment.register_columns import nir_numbers, sure_rows  # noqa: E402

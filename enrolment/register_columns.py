@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 from enrolment.register import _EMAIL, DEPARTEMENTS, PERSON_COLUMNS
 from mes_rollout.arrowcsv import bool_array, int64_array, string_array
 from mes_rollout.contracts import REGISTER_COLUMNS
+from notifications.postal_address import _KEPT_CHARACTER as _PRINTABLE_KEPT
+from notifications.postal_address import _POSTCODE_AREA as _PRINTABLE_AREA
 
 # Characters a name may hold unchanged: no whitespace of any kind (Python's str.split splits on
 # more than ASCII spaces: NBSP, U+2028...); printable ASCII, Latin-1, Latin Extended. Quotes,
@@ -49,8 +51,9 @@ _DATE = (
 )
 _PLACE = r"^(?:[0-9]{5}|2[AB][0-9]{3})?$"
 _POSTCODE = r"^(?:[0-9]{5})?$"
-_POSTCODE_AREA = r"^(?:0[1-9]|1[0-9]|20[0-6]|2[1-9]|[3-8][0-9]|9[0-5]|97[1-6]|98[0678])"
-_KEPT_CHARACTER = r"[0-9A-Za-z\x{c0}-\x{d6}\x{d8}-\x{f6}\x{f8}-\x{ff}]"
+# The postal address's own patterns (RE2 reads them as Python's re does).
+_POSTCODE_AREA = _PRINTABLE_AREA.pattern
+_KEPT_CHARACTER = _PRINTABLE_KEPT.pattern
 _EMAIL_OR_NOTHING = rf"^(?:{_EMAIL.pattern[1:-1]})?$"
 _SEPARATOR = "\x01"
 # Made once, when the module loads (making a pyarrow scalar loads pandas, a third of a second).
@@ -147,6 +150,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
     representative, death = column["nir_representant"], column["date_deces"]
     postcode = column["code_postal"]
     address = _joined(*[column[name] for name in _ADDRESS_COLUMNS], column["commune"])
+    no_address = pc.and_(pc.equal(address, _SEPARATOR * 4), _empty(postcode))
     printable_address = _all(
         pc.less_equal(pc.add(pc.add(pc.utf8_length(postcode), 1), pc.utf8_length(column["commune"])), _LINE_LENGTH),
         _matches(postcode, _POSTCODE_AREA),
@@ -167,7 +171,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
         _matches(column["email"], _EMAIL_OR_NOTHING),
         _matches(address, _ADDRESS_LINES),
         _matches(postcode, _POSTCODE),
-        pc.or_(pc.and_(pc.equal(address, _SEPARATOR * 4), _empty(postcode)), printable_address),  # none, or printable
+        pc.or_(no_address, printable_address),
         pc.is_in(column["departement"], _DEPARTEMENTS),
         pc.or_(_empty(representative), pc.and_(_valid_nirs(representative), pc.not_equal(representative, nir))),
         _matches(death, f"^(?:{_DATE})?$"),
@@ -176,11 +180,7 @@ def sure_rows(table: pa.Table, as_of: dt.date) -> tuple[pa.Array, pa.Table]:
     sure = pc.fill_null(sure, False)
     picked = {name: pc.filter(column[name], sure) for name in REGISTER_COLUMNS}
     prenoms = picked["prenoms"]
-    staged_address_problem = pc.if_else(
-        _all(_empty(picked["code_postal"]), _empty(picked["commune"]), *[_empty(picked[name]) for name in _ADDRESS_COLUMNS]),
-        _NO_ADDRESS,
-        _NULL_STRING,
-    )
+    staged_address_problem = pc.if_else(pc.filter(no_address, sure), _NO_ADDRESS, _NULL_STRING)
     staged = {
         "nir": picked["nir"],
         "nom_naissance": picked["nom_naissance"],
