@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from mes_rollout.csvfile import SEPARATOR, InputFileError, read_records
+from mes_rollout.csvfile import SEPARATOR, InputFileError, read_records, strict_reader
 
 Batch = tuple[np.ndarray, pa.Table]
 Records = Iterator[tuple[int, list[str]]]
@@ -122,7 +122,7 @@ def _slow_batches(records: Records, header: list[str], first_line: int) -> Itera
 
 def _table(rows: list[list[str]], header: list[str]) -> pa.Table:
     columns: Iterable[Sequence[str]] = zip(*rows, strict=True) if rows else ([] for _ in header)
-    return pa.Table.from_arrays([_string_array(column) for column in columns], names=header)
+    return pa.Table.from_arrays([string_array(column) for column in columns], names=header)
 
 
 # Arrays built from buffers: `pa.array` on a list or a numpy array imports pandas (a third of a
@@ -142,9 +142,6 @@ def int64_array(values: np.ndarray) -> pa.Array:
 def bool_array(values: np.ndarray) -> pa.Array:
     bits = np.packbits(np.asarray(values, bool), bitorder="little")
     return pa.BooleanArray.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
-
-
-_string_array = string_array
 
 
 def _string_chunks(values: Sequence[str | None]) -> list[pa.Array]:
@@ -411,7 +408,7 @@ class _BlockParser:
             text = joined.decode("utf-8")
         except UnicodeDecodeError:
             raise _Fallback from None  # read_records fails on any byte that is not UTF-8
-        reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=SEPARATOR, quotechar='"', strict=True)
+        reader = strict_reader(io.StringIO(text, newline="\n"))
         try:
             records = list(reader)
         except csv.Error:
@@ -451,7 +448,7 @@ class _BlockParser:
                 position[0] = index + 1
                 yield data[starts[index] : starts[index + 1]].decode("utf-8")
 
-        reader = csv.reader(feed(), delimiter=SEPARATOR, quotechar='"', strict=True)
+        reader = strict_reader(feed())
         plain: list[tuple[int, int]] = []
         taken: list[int] = []
         rows: list[list[str]] = []

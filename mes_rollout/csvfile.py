@@ -70,6 +70,12 @@ def _undecodable_line(path: Path) -> InputFileError:
     return InputFileError(path, None, "not UTF-8")
 
 
+def strict_reader(lines: Iterable[str]) -> Any:
+    """The csv reader of the pipeline's files: `;`, `"` doubled inside quotes, strict (a stray quote
+    is an error). Every reader of these files parses with it, so that they agree field for field."""
+    return csv.reader(lines, delimiter=SEPARATOR, quotechar='"', strict=True)
+
+
 def read_records(
     path: Path, required: Iterable[str], optional: Iterable[str] = (), *, allow_extra: bool = False
 ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
@@ -82,7 +88,7 @@ def read_records(
     if not path.is_file():
         raise InputFileError(path, None, "no such file")
     stream = path.open(encoding="utf-8-sig", newline="\n")
-    reader = csv.reader(stream, delimiter=SEPARATOR, quotechar='"', strict=True)
+    reader = strict_reader(stream)
     try:
         try:
             header = next(reader)
