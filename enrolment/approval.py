@@ -81,36 +81,32 @@ def answer(
                 continue
             if asked_after is not None and created_at < asked_after:
                 continue  # a request left by an earlier, interrupted run
-            if responded_at is not None:
-                if settle is None or now - responded_at < settle:
-                    continue
-                # Answered, yet the task still awaits input: the answer's resume was lost.
-                task_instance = session.get(TaskInstance, ti_id, with_for_update=True)
-                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_id).with_for_update())
-                if task_instance is None or detail is None or task_instance.state != TaskInstanceState.AWAITING_INPUT:
-                    continue
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=task_instance, session=session
-                )
-                log.info("wave %s: the answer's resume was lost; sent again", wave_id)
-                return True
-            if settle is not None and now - created_at < settle:
+            answered = responded_at is not None
+            if answered and settle is None:
+                continue  # answered already: nothing pending
+            if settle is not None and now - (responded_at or created_at) < settle:
                 continue
             # The order of the REST endpoint: the task instance first, then its request.
             task_instance = session.get(TaskInstance, ti_id, with_for_update=True)
             detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_id).with_for_update())
-            if task_instance is None or detail is None or detail.responded_at is not None:
+            if task_instance is None or detail is None or (detail.responded_at is not None) != answered:
                 continue
-            detail.responded_by = HITLUser(id=who["id"], name=who["name"])
-            detail.responded_at = dt.datetime.now(dt.UTC)
-            detail.chosen_options = [option]
-            detail.params_input = {"comment": comment}
-            session.add(detail)
+            if answered:
+                # Answered, yet the task still awaits input: the answer's resume was lost.
+                if task_instance.state != TaskInstanceState.AWAITING_INPUT:
+                    continue
+                log.info("wave %s: the answer's resume was lost; sending it again", wave_id)
+            else:
+                detail.responded_by = HITLUser(id=who["id"], name=who["name"])
+                detail.responded_at = dt.datetime.now(dt.UTC)
+                detail.chosen_options = [option]
+                detail.params_input = {"comment": comment}
+                session.add(detail)
+                log.info("wave %s: answered %s as %s", wave_id, option, who["name"])
             if task_instance.state == TaskInstanceState.AWAITING_INPUT:
                 handle_event_submit(
                     TriggerEvent(detail.as_resume_event_payload()), task_instance=task_instance, session=session
                 )
-            log.info("wave %s: answered %s as %s", wave_id, option, who["name"])
             return True
     return False
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,44 +180,52 @@ def test_the_cli_plans_approves_and_advances(
 
 
 @sqlite_only
+def _start_wave_run(*argv: str) -> subprocess.Popen[str]:
+    """`mes-rollout wave run ... --json` in a process of its own (as an operator's shell runs it)."""
+    from mes_rollout.config import PROJECT_ROOT
+
+    command = [sys.executable, "-m", "mes_rollout.cli", "wave", "run", *argv, "--date", "2022-01-31", "--json"]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ), cwd=PROJECT_ROOT
+    )
+
+
+def _outcome(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    return dict(json.loads(out[out.rfind("\n{\n") + 1 if not out.startswith("{\n") else 0 :]))
+
+
+def _while_waiting(process: subprocess.Popen[str], attempt: Callable[[], bool]) -> None:
+    """Try `attempt` every half second until it succeeds; meanwhile the run must be waiting."""
+    give_up = time.monotonic() + 120
+    while True:
+        assert process.poll() is None and time.monotonic() < give_up, "the run did not wait for approval"
+        time.sleep(0.5)
+        if attempt():
+            return
+
+
 def test_the_cli_approves_in_a_fresh_process_or_waits_for_an_answer_from_another_shell(
     airflow_home: Path, settings_env: Path, tmp_path: Path
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
     from enrolment.approval import answer
-    from mes_rollout.config import PROJECT_ROOT
 
     load_people(get_engine(), [person_row(), person_row(departement="02")], tmp_path / "register")
-
-    def start(*argv: str) -> subprocess.Popen[str]:
-        command = [sys.executable, "-m", "mes_rollout.cli", "wave", "run", *argv, "--date", "2022-01-31", "--json"]
-        return subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ), cwd=PROJECT_ROOT
-        )
-
-    def outcome(process: subprocess.Popen[str]) -> dict[str, Any]:
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0
-        return dict(json.loads(out[out.rfind("\n{\n") + 1 if not out.startswith("{\n") else 0 :]))
-
     # --approve in a process that has not imported Airflow yet (the answer comes from a thread)
-    assert outcome(start("W-fresh", "--departements", "01", "--approve"))["state"] == "approved"
+    assert _outcome(_start_wave_run("W-fresh", "--departements", "01", "--approve"))["state"] == "approved"
     # without --approve the run waits; another shell answers (here: this test, as `wave approve` does)
-    waiting = start("W-wait", "--departements", "02")
+    waiting = _start_wave_run("W-wait", "--departements", "02")
+
+    def answer_from_the_other_shell() -> bool:
+        try:
+            return answer("W-wait", APPROVE, comment="from the other shell")
+        except Exception:  # noqa: BLE001 - the metadata database is busy with the run: ask again
+            return False
+
     try:
-        give_up = time.monotonic() + 120
-        answered = False
-        while not answered:
-            assert waiting.poll() is None and time.monotonic() < give_up, "the run did not wait for approval"
-            time.sleep(0.5)
-            try:
-                answered = answer("W-wait", APPROVE, comment="from the other shell")
-            except Exception:  # noqa: BLE001 - the metadata database is busy with the run: ask again
-                answered = False
-        assert outcome(waiting)["state"] == "approved"
+        _while_waiting(waiting, answer_from_the_other_shell)
+        assert _outcome(waiting)["state"] == "approved"
     finally:
         if waiting.poll() is None:
             waiting.kill()
@@ -227,10 +239,6 @@ def test_an_answer_whose_resume_was_lost_is_sent_again(airflow_home: Path, setti
     # the request appeared: the request shows a response, the task still awaits input, and the run
     # would wait for ever. Here the response is recorded without its resume (that lost state); the
     # in-process responder's call (settle given) sees it and sends the resume again.
-    import os
-    import subprocess
-    import sys
-
     from airflow.models.hitl import HITLDetail, HITLUser
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -238,42 +246,35 @@ def test_an_answer_whose_resume_was_lost_is_sent_again(airflow_home: Path, setti
     from sqlalchemy import select
 
     from enrolment.approval import answer
-    from mes_rollout.config import PROJECT_ROOT
 
     load_people(get_engine(), [person_row(departement="03")], tmp_path / "register")
     asked_after = dt.datetime.now(dt.UTC)
-    command = [sys.executable, "-m", "mes_rollout.cli", "wave", "run", "W-lost", "--departements", "03",
-               "--date", "2022-01-31", "--json"]
-    waiting = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ), cwd=PROJECT_ROOT
-    )
+    waiting = _start_wave_run("W-lost", "--departements", "03")
+
+    def record_the_response_without_its_resume() -> bool:
+        with create_session() as session:
+            detail = session.scalar(
+                select(HITLDetail)
+                .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+                .where(TaskInstance.task_id == "approval", TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                .where(HITLDetail.created_at >= asked_after, HITLDetail.responded_at.is_(None))
+            )
+            if detail is None:
+                return False
+            detail.responded_by = HITLUser(id="test", name="test")
+            detail.responded_at = dt.datetime.now(dt.UTC)
+            detail.chosen_options = [APPROVE]
+            detail.params_input = {"comment": "resume lost"}
+            session.add(detail)
+            return True
+
     try:
-        give_up = time.monotonic() + 120
-        recorded = False
-        while not recorded:
-            assert waiting.poll() is None and time.monotonic() < give_up, "the run did not wait for approval"
-            time.sleep(0.5)
-            with create_session() as session:
-                detail = session.scalar(
-                    select(HITLDetail)
-                    .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-                    .where(TaskInstance.task_id == "approval", TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-                    .where(HITLDetail.created_at >= asked_after, HITLDetail.responded_at.is_(None))
-                )
-                if detail is not None:
-                    detail.responded_by = HITLUser(id="test", name="test")
-                    detail.responded_at = dt.datetime.now(dt.UTC)
-                    detail.chosen_options = [APPROVE]
-                    detail.params_input = {"comment": "resume lost"}
-                    session.add(detail)
-                    recorded = True
+        _while_waiting(waiting, record_the_response_without_its_resume)
         time.sleep(1.5)
         assert waiting.poll() is None  # the lost state: answered, yet the run still waits
         assert not answer("W-lost", APPROVE, asked_after=asked_after)  # a plain answer finds nothing pending
         assert answer("W-lost", APPROVE, asked_after=asked_after, settle=dt.timedelta(seconds=1))
-        out, _ = waiting.communicate(timeout=120)
-        assert waiting.returncode == 0
-        assert json.loads(out[out.rfind("\n{\n") + 1 if not out.startswith("{\n") else 0 :])["state"] == "approved"
+        assert _outcome(waiting)["state"] == "approved"
     finally:
         if waiting.poll() is None:
             waiting.kill()
