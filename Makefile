@@ -20,7 +20,8 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy mes_rollout enrolment notifications migration validation dags
+	$(BIN)/mypy mes_rollout enrolment notifications migration validation console dags
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -35,8 +35,8 @@ with DAG(
         from pathlib import Path
 
         from enrolment.decisions import load_decisions as load
-        from enrolment.window import business_day
         from mes_rollout.db import get_engine
+        from mes_rollout.runday import business_day
 
         assert params is not None and dag_run is not None
         summary = load(

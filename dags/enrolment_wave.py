@@ -56,7 +56,7 @@ with DAG(
 ) as dag:
 
     def _day(logical_date: Any, dag_run: Any) -> Any:
-        from enrolment.window import business_day
+        from mes_rollout.runday import business_day
 
         return business_day(logical_date or dag_run.run_after)
 

@@ -18,11 +18,10 @@ from mes_rollout.constants import SMTP_RELAY_POOL, WAVE_APPROVED_ASSET
 
 
 def _run() -> tuple[dt.date, str]:
-    from notifications.tasks import send_date_of
+    from mes_rollout.runday import context_day
 
     context = get_current_context()
-    dag_run = context["dag_run"]
-    return send_date_of(context.get("logical_date"), dag_run.run_after), dag_run.run_id
+    return context_day(context), context["dag_run"].run_id
 
 
 with DAG(

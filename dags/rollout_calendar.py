@@ -37,7 +37,7 @@ with DAG(
         from airflow.sdk.exceptions import AirflowSkipException
 
         from enrolment.plan import DEFAULT_PLAN, wave_of_day
-        from enrolment.window import business_day
+        from mes_rollout.runday import business_day
 
         assert params is not None and dag_run is not None
         day = business_day(logical_date or dag_run.run_after)

@@ -31,8 +31,8 @@ with DAG(
         import datetime as dt
 
         from enrolment.spaces import create_due_spaces
-        from enrolment.window import business_day
         from mes_rollout.db import get_engine
+        from mes_rollout.runday import business_day
 
         assert dag_run is not None
         day = business_day(logical_date or dag_run.run_after)

@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from enrolment.lifecycle import PersonState, SpaceAction, Transition, after, decide
-from enrolment.nir import Nir, NirError, normalise
 from enrolment.window import PARIS, add_calendar_months, end_of_day
 from mes_rollout import inputs
 from mes_rollout.audit import AuditEvent, record_many
@@ -39,6 +38,7 @@ from mes_rollout.constants import (
 from mes_rollout.csvfile import chunks, read_rows
 from mes_rollout.db import as_date, as_datetime
 from mes_rollout.inputs import RowRejected
+from mes_rollout.nir import Nir, NirError, normalise
 
 log = logging.getLogger(__name__)
 

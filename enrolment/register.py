@@ -30,14 +30,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from sqlalchemy import Connection, Engine, text
 
-from enrolment.nir import Nir, NirError, normalise
 from mes_rollout import bulk, inputs
 from mes_rollout.arrowcsv import bool_array, int64_array, read_batches, string_array
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
-from notifications.postal_address import PostalAddress
+from mes_rollout.nir import Nir, NirError, normalise
+from mes_rollout.postal_address import PostalAddress
 
 log = logging.getLogger(__name__)
 

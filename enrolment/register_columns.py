@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from enrolment.register import _EMAIL, DEPARTEMENTS, PERSON_COLUMNS
 from mes_rollout.arrowcsv import bool_array, int64_array, string_array
 from mes_rollout.contracts import REGISTER_COLUMNS
-from notifications.postal_address import _KEPT_CHARACTER as _PRINTABLE_KEPT
-from notifications.postal_address import _POSTCODE_AREA as _PRINTABLE_AREA
+from mes_rollout.postal_address import _KEPT_CHARACTER as _PRINTABLE_KEPT
+from mes_rollout.postal_address import _POSTCODE_AREA as _PRINTABLE_AREA
 
 # Characters a name may hold unchanged: no whitespace of any kind (Python's str.split splits on
 # more than ASCII spaces: NBSP, U+2028...); printable ASCII, Latin-1, Latin Extended. Quotes,

@@ -28,16 +28,6 @@ def last_day_to_oppose(send_date: dt.date, window: OptOutWindow) -> dt.date:
     return add_calendar_months(send_date, window.months) + dt.timedelta(weeks=window.weeks, days=window.days)
 
 
-def business_day(moment: dt.datetime | dt.date) -> dt.date:
-    """The calendar day in Paris of a run's logical date: "today" for every business decision."""
-    if isinstance(moment, dt.datetime):
-        if moment.tzinfo is None:
-            raise ValueError("naive datetime: a logical date carries its offset")
-        local = moment.astimezone(PARIS)
-        return dt.date(local.year, local.month, local.day)  # a plain date, even from a pendulum time
-    return dt.date(moment.year, moment.month, moment.day)
-
-
 def start_of_day(day: dt.date) -> dt.datetime:
     """Midnight at the start of `day`, Europe/Paris, as aware UTC. Every window whose deadline is
     before this instant has closed by `day`: the creation run of `day` creates those spaces."""

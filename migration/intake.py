@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from enrolment.nir import normalise
 from mes_rollout import inputs
 from mes_rollout.bulk import insert_rows
 from mes_rollout.constants import DmpIntakeReason, DmpStatus, DocumentStatus, FileKind
@@ -30,6 +29,7 @@ from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
+from mes_rollout.nir import normalise
 
 log = logging.getLogger(__name__)
 

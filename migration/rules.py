@@ -23,32 +23,22 @@ deleted is `current`, the older ones `superseded`.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from mes_rollout.constants import DocumentOutcome, DocumentStatus, HoldBackReason, SkipReason, VersionRole
+from mes_rollout.dmp_codes import CONFIDENTIALITY_FLAGS, CONFIDENTIALITY_LEVELS, type_code_classes
 
 PARIS = ZoneInfo("Europe/Paris")
 DMP_CUTOFF = dt.date(2021, 7, 1)  # no DMP could be created from this day on
 # Documents about pregnancy care exist before a person is born: a date up to this long before the
 # birth date is plausible, earlier is not.
 PRENATAL_TOLERANCE_YEARS = 1
-TYPE_CODES_FILE = Path(__file__).with_name("type_codes.csv")
-CONFIDENTIALITY_LEVELS = frozenset({"N", "R", "V"})
-CONFIDENTIALITY_FLAGS = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
 
-
-@lru_cache(maxsize=1)
-def type_code_classes() -> dict[str, str]:
-    """type_code -> the class_code it belongs to (migration/type_codes.csv, a copy of the spec's table)."""
-    with TYPE_CODES_FILE.open(encoding="utf-8", newline="") as stream:
-        return {row["type_code"]: row["class_code"] for row in csv.DictReader(stream, delimiter=";")}
 
 
 @dataclass(frozen=True)

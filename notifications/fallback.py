@@ -26,8 +26,8 @@ from mes_rollout.constants import (
     WaveState,
 )
 from mes_rollout.db import load_query
+from mes_rollout.postal_address import PostalAddress
 from notifications import dao
-from notifications.postal_address import PostalAddress
 
 # Ids of the messages this module creates are derived from what caused them, so that a re-run
 # creates the same row (and finds it already there) instead of a second one. None can be traced

@@ -29,11 +29,11 @@ from mes_rollout.config import Settings
 from mes_rollout.constants import Channel, NotificationStatus, PrintBatchState, UnreachableReason, WaveState
 from mes_rollout.csvfile import file_sha256
 from mes_rollout.db import load_query
+from mes_rollout.postal_address import MAX_LINES, PostalAddress
 from notifications import dao
 from notifications.fallback import address_of
 from notifications.french_dates import date_in_words
 from notifications.letter_pdf import Letter, PrintFile
-from notifications.postal_address import MAX_LINES, PostalAddress
 from notifications.render import Member, letter_paragraphs, message_content
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from enrolment.window import business_day
 from mes_rollout.config import load_settings
 from mes_rollout.constants import SMTP_AIRFLOW_CONN_ID, SMTP_RELAY_POOL
 from mes_rollout.db import get_engine
@@ -17,15 +16,6 @@ from notifications.feedback import load_feedback
 
 log = logging.getLogger(__name__)
 DEFAULT_POOL_SLOTS = 2
-
-
-def send_date_of(logical_date: dt.datetime | None, run_after: dt.datetime | None) -> dt.date:
-    """The send date of a sending run: its logical date as a day in Paris (an asset-triggered run
-    has no logical date: the moment it was triggered stands for it)."""
-    moment = logical_date or run_after
-    if moment is None:
-        raise ValueError("a sending run needs a logical date or a run_after time")
-    return business_day(moment)
 
 
 def airflow_smtp_connection() -> Any | None:

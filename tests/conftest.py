@@ -18,7 +18,7 @@ import pytest
 # Airflow reads its settings when first imported: point it at a throw-away home before any test
 # module imports it.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mes-airflow-test-"))
-from mes_rollout.airflow_home import airflow_environment  # noqa: E402
+from console.airflow_home import airflow_environment  # noqa: E402
 
 os.environ.update(airflow_environment(_AIRFLOW_HOME))
 
@@ -100,7 +100,7 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: 
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """The session's throw-away Airflow home, its metadata database created once."""
-    from mes_rollout.airflow_home import prepare
+    from console.airflow_home import prepare
 
     prepare(_AIRFLOW_HOME)
     return _AIRFLOW_HOME

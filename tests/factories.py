@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from enrolment.nir import with_key
 from mes_rollout.contracts import REGISTER_COLUMNS
+from mes_rollout.nir import with_key
 
 _order = itertools.count(1)
 

@@ -18,11 +18,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, text
 
-from enrolment.nir import mask
 from mes_rollout.config import Settings
 from mes_rollout.constants import DocumentOutcome
 from mes_rollout.db import as_date, as_datetime, load_query
-from migration.rules import TYPE_CODES_FILE
+from mes_rollout.dmp_codes import TYPE_CODES_FILE
+from mes_rollout.nir import mask
 from validation.migration_checks import run_folder
 
 TEMPLATES = Path(__file__).with_name("templates")

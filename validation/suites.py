@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mes_rollout.constants import DocumentStatus, VersionRole
-from migration.rules import CONFIDENTIALITY_FLAGS, type_code_classes
+from mes_rollout.dmp_codes import CONFIDENTIALITY_FLAGS, type_code_classes
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite

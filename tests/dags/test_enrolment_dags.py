@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from enrolment.approval import APPROVE, REJECT, run_wave, wave_outcome
+from console.airflow_home import DAGS_FOLDER
+from console.approval import APPROVE, REJECT, run_wave, wave_outcome
+from console.dagrun import run_dag
+from console.schedule import DAILY_DAGS
 from enrolment.waves import WaveRequest
-from mes_rollout.airflow_home import DAGS_FOLDER
 from mes_rollout.constants import SPACES_CREATED_ASSET, WAVE_APPROVED_ASSET
-from mes_rollout.dagrun import run_dag
 from mes_rollout.db import get_engine
-from mes_rollout.schedule import DAILY_DAGS
 from tests.enrolment.builders import decision, load_people, send_wave, write_decisions
 from tests.factories import person_row
 
@@ -146,7 +146,7 @@ def test_the_calendar_triggers_the_days_wave(airflow_home: Path, settings_env: P
 def test_the_cli_plans_approves_and_advances(
     airflow_home: Path, settings_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mes_rollout.cli import main
+    from console.cli import main
 
     engine = get_engine()
     load_people(engine, [person_row(), person_row(departement="02")], tmp_path / "register")
@@ -184,7 +184,7 @@ def _start_wave_run(*argv: str) -> subprocess.Popen[str]:
     """`mes-rollout wave run ... --json` in a process of its own (as an operator's shell runs it)."""
     from mes_rollout.config import PROJECT_ROOT
 
-    command = [sys.executable, "-m", "mes_rollout.cli", "wave", "run", *argv, "--date", "2022-01-31", "--json"]
+    command = [sys.executable, "-m", "console.cli", "wave", "run", *argv, "--date", "2022-01-31", "--json"]
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ), cwd=PROJECT_ROOT
     )
@@ -209,7 +209,7 @@ def _while_waiting(process: subprocess.Popen[str], attempt: Callable[[], bool]) 
 def test_the_cli_approves_in_a_fresh_process_or_waits_for_an_answer_from_another_shell(
     airflow_home: Path, settings_env: Path, tmp_path: Path
 ) -> None:
-    from enrolment.approval import answer
+    from console.approval import answer
 
     load_people(get_engine(), [person_row(), person_row(departement="02")], tmp_path / "register")
     # --approve in a process that has not imported Airflow yet (the answer comes from a thread)
@@ -245,7 +245,7 @@ def test_an_answer_whose_resume_was_lost_is_sent_again(airflow_home: Path, setti
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
 
-    from enrolment.approval import answer
+    from console.approval import answer
 
     load_people(get_engine(), [person_row(departement="03")], tmp_path / "register")
     asked_after = dt.datetime.now(dt.UTC)

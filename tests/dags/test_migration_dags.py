@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from mes_rollout.airflow_home import DAGS_FOLDER
+from console.airflow_home import DAGS_FOLDER
+from console.dagrun import DagRunFailed, run_dag
 from mes_rollout.constants import SPACES_CREATED_ASSET
-from mes_rollout.dagrun import DagRunFailed, run_dag
 from mes_rollout.db import get_engine
 from tests.migration.factories import ExtractBuilder, a_person, insert_space, load_people
 

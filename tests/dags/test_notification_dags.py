@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mes_rollout.cli import main
+from console.cli import main
+from console.dagrun import run_dag
 from mes_rollout.constants import SMTP_RELAY_POOL, WAVE_APPROVED_ASSET
-from mes_rollout.dagrun import run_dag
 from mes_rollout.db import get_engine
 from tests.factories import write_csv
 from tests.notifications.factories import adult, create_notification, create_wave, family, fetch, load_people

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from mes_rollout.airflow_home import DAGS_FOLDER
-from mes_rollout.dagrun import run_dag
+from console.airflow_home import DAGS_FOLDER
+from console.dagrun import run_dag
 from mes_rollout.db import get_engine
 from tests.factories import person_row, write_csv
 

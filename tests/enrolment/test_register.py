@@ -327,8 +327,8 @@ def test_at_most_one_row_per_nir_goes_straight_into_persons(bits: int) -> None:
 
     import pyarrow as pa
 
-    from enrolment.nir import with_key
     from enrolment.register import _SeenNirs
+    from mes_rollout.nir import with_key
 
     rng = random.Random(bits)
     people = [make_nir(rng.choice("12"), rng.randint(1930, 2020), rng.randint(1, 12)) for _ in range(400)]
@@ -347,7 +347,7 @@ def test_at_most_one_row_per_nir_goes_straight_into_persons(bits: int) -> None:
 @pytest.fixture(scope="module")
 def many_blocks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Forty thousand people, 3 % of rows faulty: about 5 MiB, more than one block of the reader."""
-    from mes_rollout.synth import generate
+    from console.synth import generate
 
     folder = tmp_path_factory.mktemp("many-blocks")
     generate(40_000, 5, folder, dirty=0.03, with_dmp=False)

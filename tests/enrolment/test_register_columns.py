@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from console.synth import generate
 from enrolment.register import PERSON_COLUMNS, RowRejected, validate_row
 from enrolment.register_columns import sure_rows
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import read_records
-from mes_rollout.synth import generate
 from tests.factories import person_row
 
 AS_OF = dt.date(2022, 1, 28)
@@ -135,8 +135,8 @@ def test_the_column_key_check_agrees_with_stdnum_including_corsica(
 ) -> None:
     from stdnum.fr import nir as stdnum_nir
 
-    from enrolment.nir import compute_key
     from enrolment.register_columns import nir_numbers
+    from mes_rollout.nir import compute_key
 
     place = f"{department}{commune:03d}"[:5]
     number = f"{sex}{year:02d}{month:02d}{place}{order:03d}"

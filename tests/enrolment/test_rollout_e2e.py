@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from enrolment.approval import APPROVE, run_wave, wave_outcome
+from console.approval import APPROVE, run_wave, wave_outcome
+from console.dagrun import run_dag
+from console.schedule import advance
 from enrolment.planning import adult_born_by
 from enrolment.waves import WaveRequest
 from mes_rollout.config import OptOutWindow
-from mes_rollout.dagrun import run_dag
 from mes_rollout.db import as_date, get_engine
-from mes_rollout.schedule import advance
 from tests.enrolment.builders import decision, send_wave, spaces, states, write_decisions
 from tests.factories import REGISTER_COLUMNS, make_nir, person_row, write_csv
 
@@ -103,7 +103,7 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
 def test_a_wave_from_register_to_spaces_through_the_dags(
     settings_env: Path, airflow_home: Path, tmp_path: Path
 ) -> None:
-    from mes_rollout.synth import generate
+    from console.synth import generate
 
     runs: list[tuple[str, dt.date, dict[str, Any]]] = []
 

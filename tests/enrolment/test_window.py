@@ -12,7 +12,6 @@ from sqlalchemy import Engine, text
 
 from enrolment.window import (
     PARIS,
-    business_day,
     last_day_to_oppose,
     mark_unreachable,
     opt_out_deadline,
@@ -22,6 +21,7 @@ from enrolment.window import (
 )
 from mes_rollout.config import OptOutWindow, load_settings
 from mes_rollout.db import as_datetime
+from mes_rollout.runday import business_day
 from tests.enrolment.builders import load_people, plan_wave
 from tests.factories import person_row
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from console.synth import generate
 from mes_rollout.arrowcsv import read_batches
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import InputFileError, read_records
-from mes_rollout.synth import generate
 
 COLUMNS = ["a", "b", "c"]
 BLOCK_SIZES = [16, 64, 4096, 4 << 20]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from console.synth import generate
 from mes_rollout.config import PROJECT_ROOT, load_settings
-from mes_rollout.synth import generate
 from migration.intake import load_dmp_extract
 from migration.run import migrate
 from migration.store import FolderStore, open_store

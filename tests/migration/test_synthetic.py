@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from console.synth import generate
+from console.synth.faults import DMP_FAULTS
 from enrolment.register import load_register
 from mes_rollout.config import load_settings
 from mes_rollout.constants import HoldBackReason, SkipReason
-from mes_rollout.synth import generate
-from mes_rollout.synth.faults import DMP_FAULTS
 from migration.intake import load_dmp_extract
 from migration.pipeline import QualityGateStopped
 from migration.run import migrate

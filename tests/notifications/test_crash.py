@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from console.synth.notifications import synthetic_wave
 from mes_rollout.config import PROJECT_ROOT
 from mes_rollout.db import make_engine, upgrade
 from notifications.loopback_smtp import free_port
 from notifications.sending import in_flight_limit
-from notifications.synthetic import synthetic_wave
 
 EMAILS = 20_000
 KILLS = 4

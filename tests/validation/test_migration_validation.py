@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from enrolment.nir import mask
 from mes_rollout.config import load_settings
+from mes_rollout.nir import mask
 from migration import pipeline, run
 from migration.intake import load_dmp_extract
 from migration.store import open_store

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mes_rollout.cli import Commands, iso_date
+from console.commands import Commands, iso_date
 
 
 def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _send(args: argparse.Namespace) -> dict[str, Any]:
-    from mes_rollout.dagrun import ensure_airflow_home, run_dag
+    from console.dagrun import ensure_airflow_home, run_dag
 
     ensure_airflow_home()
     from notifications.tasks import ensure_smtp_pool
@@ -29,13 +29,13 @@ def _send(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_emails(args: argparse.Namespace) -> dict[str, Any]:
-    from notifications.bench import bench_emails
+    from console.bench_sending import bench_emails
 
     return bench_emails(args.count, args.small_count, args.baseline_count, args.connections)
 
 
 def _bench_letters(args: argparse.Namespace) -> dict[str, Any]:
-    from notifications.bench import bench_letters
+    from console.bench_sending import bench_letters
 
     return bench_letters(args.count, args.small_count)
 

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mes_rollout.cli import iso_date
-
-if TYPE_CHECKING:
-    from mes_rollout.cli import Commands
+from console.commands import Commands, add_date_option, iso_date
 
 
 def _departements(text: str) -> list[str]:
@@ -19,7 +15,7 @@ def _departements(text: str) -> list[str]:
 
 
 def _wave_run(args: argparse.Namespace) -> dict[str, Any]:
-    from enrolment.approval import APPROVE, REJECT, run_wave, wave_outcome
+    from console.approval import APPROVE, REJECT, run_wave, wave_outcome
     from enrolment.waves import WaveRequest, WaveRequestError, load_wave
     from mes_rollout.db import get_engine
 
@@ -53,7 +49,7 @@ def _wave_run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _wave_answer(option: str) -> Any:
     def handler(args: argparse.Namespace) -> dict[str, Any]:
-        from enrolment.approval import answer
+        from console.approval import answer
 
         answered = answer(args.wave_id, option, comment=args.comment)
         if not answered:
@@ -75,13 +71,13 @@ def _wave_show(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _advance(args: argparse.Namespace) -> dict[str, Any]:
-    from mes_rollout.schedule import advance
+    from console.schedule import advance
 
     return advance(args.to, start=args.start)
 
 
 def _load_decisions(args: argparse.Namespace) -> dict[str, Any]:
-    from mes_rollout.dagrun import run_dag
+    from console.dagrun import run_dag
 
     result = run_dag("decisions_intake", args.date, {"decisions_file": str(Path(args.file).resolve())})
     summary: dict[str, Any] = result.xcom_returns.get("load_decisions") or {}
@@ -89,7 +85,7 @@ def _load_decisions(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from enrolment.bench import bench_wave_planning
+    from console.bench_planning import bench_wave_planning
 
     return bench_wave_planning(args.persons, database_url=args.database_url, keep=args.keep)
 
@@ -129,9 +125,7 @@ def add_commands(commands: Commands) -> None:
 
     decisions = commands.add(commands.load, "decisions", _load_decisions, "load a decisions.csv (decisions_intake DAG)")
     decisions.add_argument("file", type=Path)
-    decisions.add_argument(
-        "--date", type=iso_date, default=dt.date.today(), help="logical date of the load (default: today)"
-    )
+    add_date_option(decisions, "logical date of the load")
 
     bench = commands.add(
         commands.top, "bench-wave-planning", _bench, "time planning a wave against a plain INSERT ... SELECT (PostgreSQL)"

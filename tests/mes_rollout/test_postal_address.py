@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications import postal_address as pa
-from notifications.postal_address import PostalAddress, recipient_line
+from mes_rollout import postal_address as pa
+from mes_rollout.postal_address import PostalAddress, recipient_line
 
 
 def _address(*lines: str | None, postcode: str | None, locality: str | None) -> PostalAddress:

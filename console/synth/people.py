@@ -12,10 +12,10 @@ from functools import cache
 from itertools import accumulate
 from random import Random
 
-from mes_rollout.synth.faults import HOUSEHOLD_FAULTS, FaultDispenser
-from mes_rollout.synth.nirs import SEX_DIGITS, TEMPORARY_SEX_DIGITS, NirAllocator, spaced
-from mes_rollout.synth.places import birth_place, is_abroad, postcode, residence_departement
-from mes_rollout.synth.pools import LIEUX_DITS, RESIDENCE_NAMES, Pools
+from console.synth.faults import HOUSEHOLD_FAULTS, FaultDispenser
+from console.synth.nirs import SEX_DIGITS, TEMPORARY_SEX_DIGITS, NirAllocator, spaced
+from console.synth.places import birth_place, is_abroad, postcode, residence_departement
+from console.synth.pools import LIEUX_DITS, RESIDENCE_NAMES, Pools
 
 # Minors are people under 18 on the first sending day of the rollout: they get a representative.
 ROLLOUT_START = date(2022, 1, 31)

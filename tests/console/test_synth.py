@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
-from enrolment.nir import Nir, NirError, compute_key, normalise
+from console.synth import REFERENCE_DATE, SynthSummary, generate
+from console.synth.faults import DMP_FAULTS, EXPECTED, NATURAL_DMP_ANOMALIES, REGISTER_FAULTS
+from console.synth.nirs import NirAllocator
+from console.synth.places import RESIDENCE_DEPARTEMENTS, departement_of_postcode
 from mes_rollout.constants import HoldBackReason, RegisterReason, RegisterWarning, SkipReason
-from mes_rollout.synth import REFERENCE_DATE, SynthSummary, generate
-from mes_rollout.synth.faults import DMP_FAULTS, EXPECTED, NATURAL_DMP_ANOMALIES, REGISTER_FAULTS
-from mes_rollout.synth.nirs import NirAllocator
-from mes_rollout.synth.places import RESIDENCE_DEPARTEMENTS, departement_of_postcode
+from mes_rollout.nir import Nir, NirError, compute_key, normalise
 
 # The contracts of INPUTS.md, spelled out again here on purpose: the generator must not drift.
 REGISTER_HEADER = (

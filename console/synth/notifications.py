@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from enrolment.codes import code_hash, provisional_code, wave_key
-from enrolment.nir import with_key
+from mes_rollout.nir import with_key
 
 _FIRST_NAMES = ("Camille", "Léa", "Hugo", "Zoé", "Jérôme", "Anaïs", "Noé", "Maëlys", "François", "Chloé")
 _NAMES = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau")

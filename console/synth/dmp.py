@@ -16,8 +16,7 @@ from random import Random
 from types import TracebackType
 from xml.sax.saxutils import escape
 
-from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
-from mes_rollout.synth.faults import (
+from console.synth.faults import (
     CHAIN_FAULTS,
     DMP_FILE,
     DOCUMENT_FAULTS,
@@ -27,10 +26,12 @@ from mes_rollout.synth.faults import (
     FaultLog,
     NaturalAnomalies,
 )
-from mes_rollout.synth.output import CsvSink
-from mes_rollout.synth.people import ADULT_AGE, ROLLOUT_START, Person, age_on
+from console.synth.output import CsvSink
+from console.synth.people import ADULT_AGE, ROLLOUT_START, Person, age_on
+from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
+from mes_rollout.dmp_codes import TYPE_CODES_FILE
 
-TYPE_CODES_PATH = Path(__file__).with_name("type_codes.csv")
+TYPE_CODES_PATH = TYPE_CODES_FILE
 
 DMP_CUTOFF = date(2021, 7, 1)  # no DMP could be created from this day on
 DMP_SHARE = 0.15  # about 10 million DMPs for 68 million people

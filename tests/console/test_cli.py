@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mes_rollout.cli import build_parser, main
+from console.cli import build_parser, main
 from tests.factories import person_row, write_csv
 
 
@@ -58,7 +58,7 @@ def test_an_unreadable_file_exits_2_naming_file_and_line(settings_env: Path, tmp
     path = tmp_path / "register.csv"
     path.write_text("nir;nom\n1;2\n", encoding="utf-8")
     completed = subprocess.run(
-        [sys.executable, "-m", "mes_rollout.cli", "load", "register", str(path)],
+        [sys.executable, "-m", "console.cli", "load", "register", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -75,7 +75,7 @@ def test_json_output_is_only_json_when_a_command_runs_a_dag(
     # which must not mix with the summary a script parses.
     monkeypatch.setenv("AIRFLOW_HOME", str(airflow_home))
     done = subprocess.run(
-        [sys.executable, "-m", "mes_rollout.cli", "send", "--date", "2022-01-20", "--json"],
+        [sys.executable, "-m", "console.cli", "send", "--date", "2022-01-20", "--json"],
         capture_output=True,
         text=True,
         check=False,

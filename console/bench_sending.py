@@ -37,7 +37,7 @@ def _peak_rss_mb() -> float:
 
 def _child(mode: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, "-m", "notifications.bench", mode, *args],
+        [sys.executable, "-m", "console.bench_sending", mode, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -78,8 +78,8 @@ def _workspace(kind: str) -> Path:
 
 def _prepare(folder: Path, count: int, channel: str) -> dict[str, str]:
     """A database with an approved wave of `count` messages; the environment that points at it."""
+    from console.synth.notifications import synthetic_wave
     from mes_rollout.db import make_engine, upgrade
-    from notifications.synthetic import synthetic_wave
 
     env = {"MES_VAR_DIR": str(folder / "var"), "MES_DATABASE_URL": f"sqlite:///{folder / 'mes.db'}"}
     engine = make_engine(env["MES_DATABASE_URL"])

@@ -17,12 +17,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from console.commands import Commands
 from mes_rollout.config import load_settings
-
-if TYPE_CHECKING:
-    from mes_rollout.cli import Commands
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -73,7 +71,7 @@ def _phase_intake(database_url: str, register: Path) -> dict[str, Any]:
 
 def _run_phase(phase: str, database_url: str, register: Path) -> dict[str, Any]:
     output = subprocess.run(
-        [sys.executable, "-m", "mes_rollout.bench", phase, database_url, str(register)],
+        [sys.executable, "-m", "console.bench_intake", phase, database_url, str(register)],
         check=True,
         capture_output=True,
         text=True,
@@ -103,7 +101,7 @@ def _drop_postgres_database(name: str) -> None:
 
 
 def bench_intake(rows: int, seed: int, work_dir: Path, repeat: int = 3) -> dict[str, Any]:
-    from mes_rollout.synth import generate
+    from console.synth import generate
 
     extract = work_dir / f"register-{rows}-{seed}"
     register = extract / "register.csv"

@@ -1,53 +1,31 @@
 """`mes-rollout`: the one command line of operators and data engineers.
 
-Every subcommand has --help and --json (a machine-readable summary on stdout). Packages add their
-own subcommands through an `add_commands(commands)` function, so this file stays the wiring.
+Every subcommand has --help and --json (a machine-readable summary on stdout). The command modules
+of the console (`cli_enrolment`, `cli_notifications`, `cli_migration`, the benchmarks) each hang
+their subcommands through `add_commands(commands)`; they are imported here by name, so that an
+import error is an error, and this file stays the wiring.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from console import bench_intake, cli_enrolment, cli_migration, cli_notifications
+from console.commands import Commands, add_date_option, resolve_defaults
+from console.dagrun import DagRunFailed
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.csvfile import InputFileError
-from mes_rollout.dagrun import DagRunFailed
 
-Handler = Callable[[argparse.Namespace], dict[str, Any]]
-
-# Packages whose cli module contributes subcommands (each has `add_commands(Commands)`).
-COMMAND_MODULES = ("enrolment.cli", "notifications.cli", "migration.cli", "validation.cli", "mes_rollout.bench")
-
-
-@dataclass
-class Commands:
-    """Where packages hang their subcommands: at the top level, or under `load`."""
-
-    top: argparse._SubParsersAction
-    load: argparse._SubParsersAction
-    common: argparse.ArgumentParser  # parent parser giving every command --json
-
-    def add(self, where: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = where.add_parser(name, help=help, description=help, parents=[self.common])
-        parser.set_defaults(handler=handler)
-        return parser
-
-
-def iso_date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+# Each contributes its subcommands through `add_commands(Commands)`.
+COMMAND_MODULES = (cli_enrolment, cli_notifications, cli_migration, bench_intake)
 
 
 def _db_upgrade(_args: argparse.Namespace) -> dict[str, Any]:
@@ -68,24 +46,24 @@ def _load_register(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _status(_args: argparse.Namespace) -> dict[str, Any]:
+    from console.status import pipeline_status
     from mes_rollout.db import get_engine
-    from mes_rollout.status import pipeline_status
 
     with get_engine().connect() as connection:
         return pipeline_status(connection)
 
 
 def _synth(args: argparse.Namespace) -> dict[str, Any]:
-    from mes_rollout.synth import generate
+    from console.synth import generate
 
     summary = generate(args.persons, args.seed, args.out, dirty=args.dirty, with_dmp=not args.no_dmp)
     return summary.as_dict()
 
 
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
-    from mes_rollout.demo import run_demo
+    from console.demo import run_demo
 
-    return run_demo(persons=args.persons, seed=args.seed)
+    return run_demo(persons=args.persons, seed=args.seed, run_command=main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add(db_commands, "upgrade", _db_upgrade, "create or upgrade the schema (safe to repeat)")
     register = commands.add(load_commands, "register", _load_register, "load a register extract (upsert by NIR)")
     register.add_argument("file", type=Path)
-    register.add_argument(
-        "--date", type=iso_date, default=dt.date.today(), help="logical date of the load (default: today)"
-    )
+    add_date_option(register, "logical date of the load")
     commands.add(top, "status", _status, "counts of persons, enrolments, notifications, spaces, documents")
     synth = commands.add(top, "synth", _synth, "write a synthetic register and DMP extract")
     synth.add_argument("--persons", type=int, required=True)
@@ -116,16 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--persons", type=int, default=10_000)
     demo.add_argument("--seed", type=int, default=2022)
 
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            raise
-        add_commands = getattr(module, "add_commands", None)
-        if add_commands is not None:
-            add_commands(commands)
+    for module in COMMAND_MODULES:
+        module.add_commands(commands)
     return parser
 
 
@@ -158,7 +126,7 @@ def _stdout_kept_for_json(json_wanted: bool) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = resolve_defaults(parser.parse_args(argv))
     try:
         with _stdout_kept_for_json(args.json):
             summary = args.handler(args)

@@ -19,8 +19,8 @@ import logging
 import threading
 from typing import Any
 
+from console.dagrun import DagRunResult, ensure_airflow_home, run_dag
 from enrolment.waves import WaveRequest
-from mes_rollout.dagrun import DagRunResult, ensure_airflow_home, run_dag
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,7 @@ from pathlib import Path
 from random import Random
 from types import TracebackType
 
-from enrolment.nir import normalise, with_key
-from mes_rollout.contracts import REGISTER_COLUMNS
-from mes_rollout.synth.faults import (
+from console.synth.faults import (
     PERMANENT_NIR_FAULTS,
     PERSON_FAULTS,
     POSTAL_FAULTS,
@@ -23,10 +21,12 @@ from mes_rollout.synth.faults import (
     FaultLog,
     NaturalAnomalies,
 )
-from mes_rollout.synth.nirs import spaced
-from mes_rollout.synth.output import CsvSink
-from mes_rollout.synth.people import Person, Population, mailbox_word
-from mes_rollout.synth.places import postcode
+from console.synth.nirs import spaced
+from console.synth.output import CsvSink
+from console.synth.people import Person, Population, mailbox_word
+from console.synth.places import postcode
+from mes_rollout.contracts import REGISTER_COLUMNS
+from mes_rollout.nir import normalise, with_key
 
 (
     NIR,

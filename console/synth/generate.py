@@ -9,11 +9,11 @@ from datetime import date
 from pathlib import Path
 from random import Random
 
-from mes_rollout.synth.dmp import DmpExtract
-from mes_rollout.synth.faults import DMP_FAULTS, REGISTER_FAULTS, FaultDispenser, FaultLog, NaturalAnomalies
-from mes_rollout.synth.people import Population
-from mes_rollout.synth.pools import Pools
-from mes_rollout.synth.register import RegisterExtract
+from console.synth.dmp import DmpExtract
+from console.synth.faults import DMP_FAULTS, REGISTER_FAULTS, FaultDispenser, FaultLog, NaturalAnomalies
+from console.synth.people import Population
+from console.synth.pools import Pools
+from console.synth.register import RegisterExtract
 
 REFERENCE_DATE = date(2022, 1, 15)  # the day the extracts were taken, a fortnight before the first wave
 # From this population size on, every fault kind (when dirty) and every natural anomaly appears

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,9 @@ DECISIONS_DATE = dt.date(2022, 2, 15)
 CREATION_DATE = dt.date(2022, 3, 1)  # the first creation run after the 28 February deadline
 
 
-def _step(argv: list[str]) -> None:
-    from mes_rollout.cli import main
-
+def _step(run_command: Callable[[list[str]], int], argv: list[str]) -> None:
     log.info("demo step: mes-rollout %s", " ".join(argv))
-    if main([*argv, "--json"]) != 0:
+    if run_command([*argv, "--json"]) != 0:
         raise RuntimeError(f"demo step failed: mes-rollout {' '.join(argv)}")
 
 
@@ -83,25 +82,26 @@ def write_synthetic_decisions(engine: Engine, path: Path, seed: int) -> int:
 DEMO_HOLDBACK_THRESHOLD = "0.05"
 
 
-def run_demo(persons: int, seed: int) -> dict[str, Any]:
+def run_demo(persons: int, seed: int, run_command: Callable[[list[str]], int]) -> dict[str, Any]:
+    """`run_command` is the command line's `main` (handed in: the demo sits below the command line)."""
+    from console.status import pipeline_status
     from mes_rollout.db import get_engine
-    from mes_rollout.status import pipeline_status
 
     os.environ.setdefault("MES_HOLDBACK_THRESHOLD", DEMO_HOLDBACK_THRESHOLD)
     settings = load_settings()
     demo_dir = settings.var_dir / "demo"
     extract = demo_dir / f"extract-{persons}-{seed}"
-    _step(["synth", "--persons", str(persons), "--seed", str(seed), "--out", str(extract), "--dirty", "0.01"])
-    _step(["load", "register", str(extract / "register.csv"), "--date", "2022-01-28"])
-    _step(["load", "dmp", str(extract / "dmp")])
-    _step(["wave", "run", WAVE_ID, "--departements", DEPARTEMENTS, "--date", SEND_DATE.isoformat(), "--approve"])
+    _step(run_command, ["synth", "--persons", str(persons), "--seed", str(seed), "--out", str(extract), "--dirty", "0.01"])
+    _step(run_command, ["load", "register", str(extract / "register.csv"), "--date", "2022-01-28"])
+    _step(run_command, ["load", "dmp", str(extract / "dmp")])
+    _step(run_command, ["wave", "run", WAVE_ID, "--departements", DEPARTEMENTS, "--date", SEND_DATE.isoformat(), "--approve"])
     # The daily DAGs day by day: the messages go out on the send date and the windows start.
-    _step(["advance", "--to", DECISIONS_DATE.isoformat()])
+    _step(run_command, ["advance", "--to", DECISIONS_DATE.isoformat()])
     decisions = demo_dir / "decisions.csv"
     write_synthetic_decisions(get_engine(), decisions, seed)
-    _step(["load", "decisions", str(decisions), "--date", DECISIONS_DATE.isoformat()])
+    _step(run_command, ["load", "decisions", str(decisions), "--date", DECISIONS_DATE.isoformat()])
     # On to the first day after the deadline: spaces are created, then their DMPs carried over.
-    _step(["advance", "--to", CREATION_DATE.isoformat()])
+    _step(run_command, ["advance", "--to", CREATION_DATE.isoformat()])
     with get_engine().connect() as connection:
         status = pipeline_status(connection)
     return {

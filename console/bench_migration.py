@@ -27,10 +27,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from enrolment.nir import with_key
 from mes_rollout.bulk import insert_rows
 from mes_rollout.config import load_settings
 from mes_rollout.db import make_engine, upgrade
+from mes_rollout.nir import with_key
 from migration.intake import DMP_COLUMNS, DOCUMENT_COLUMNS, load_dmp_extract
 from migration.pipeline import CONTENT_WORKERS
 from migration.run import MigrationTimings, migrate

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
-from enrolment.nir import Nir, NirError, compute_key, mask, with_key
+from mes_rollout.nir import Nir, NirError, compute_key, mask, with_key
 
 
 @given(

@@ -1,6 +1,6 @@
 """The daily DAGs, and `mes-rollout advance`: run them in-process day by day up to a date.
 
-Each day's DAG runs with that day as its logical date, through `mes_rollout.dagrun.run_dag`
+Each day's DAG runs with that day as its logical date, through `console.dagrun.run_dag`
 (`dag.test()`), the same path as everywhere else. A DAG may name a due check: a cheap query that
 tells that the day has nothing for it, so that the day is recorded 'nothing_due' without starting
 Airflow at all. The days done are kept in the table daily_runs: `advance` goes on from the day
@@ -10,7 +10,6 @@ after the last one (or from the first wave's send date), unless told where to st
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,27 +17,24 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from enrolment.spaces import creation_due
+from migration.run import migration_due
+from notifications.dao import sending_due
+
 log = logging.getLogger(__name__)
 
 # In this order each day: messages due are sent (their windows start), spaces whose window closed
 # are created, then the DMPs of the new spaces are carried over.
 DAILY_DAGS: tuple[str, ...] = ("notification_sending", "space_creation", "dmp_migration")
 
-# dag_id -> "module:function(connection, day) -> bool". A DAG without a check runs every day.
-DUE_CHECKS: dict[str, str] = {
-    "notification_sending": "notifications.dao:sending_due",
-    "space_creation": "enrolment.spaces:creation_due",
-    "dmp_migration": "migration.run:migration_due",
+DueCheck = Callable[[Connection, dt.date], bool]
+
+# dag_id -> the check telling whether the day has anything for it. A DAG without one runs every day.
+DUE_CHECKS: dict[str, DueCheck] = {
+    "notification_sending": sending_due,
+    "space_creation": creation_due,
+    "dmp_migration": migration_due,
 }
-
-
-def _due_check(dag_id: str) -> Callable[[Connection, dt.date], bool] | None:
-    target = DUE_CHECKS.get(dag_id)
-    if target is None:
-        return None
-    module, function = target.split(":")
-    check: Callable[[Connection, dt.date], bool] = getattr(importlib.import_module(module), function)
-    return check
 
 
 def first_pending_day(connection: Connection, dag_ids: tuple[str, ...] = DAILY_DAGS) -> dt.date | None:
@@ -85,7 +81,7 @@ def advance(
     dag_ids: tuple[str, ...] = DAILY_DAGS,
 ) -> dict[str, Any]:
     """Run the daily DAGs for every day from `start` (default: where the last advance stopped) to `to`."""
-    from mes_rollout.dagrun import run_dag
+    from console.dagrun import run_dag
     from mes_rollout.db import get_engine
 
     engine = engine or get_engine()
@@ -98,7 +94,7 @@ def advance(
     day = start
     while day <= to:
         for dag_id in dag_ids:
-            check = _due_check(dag_id)
+            check = DUE_CHECKS.get(dag_id)
             if check is not None:
                 with engine.connect() as connection:
                     due = check(connection, day)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from mes_rollout.cli import Commands, iso_date
+from console.commands import Commands, add_date_option
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -22,7 +21,7 @@ def _load_dmp(args: argparse.Namespace) -> dict[str, Any]:
 def _migrate(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from mes_rollout.dagrun import DagRunFailed, run_dag
+    from console.dagrun import DagRunFailed, run_dag
     from mes_rollout.db import get_engine
 
     conf: dict[str, Any] = {"date": args.date.isoformat()}
@@ -45,7 +44,7 @@ def _migrate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from migration.bench import bench_migration
+    from console.bench_migration import bench_migration
 
     return bench_migration(args.documents, args.postgres_url, args.workdir, args.keep)
 
@@ -54,7 +53,7 @@ def add_commands(commands: Commands) -> None:
     load = commands.add(commands.load, "dmp", _load_dmp, "stage a legacy DMP extract folder (dmp.csv, documents.csv)")
     load.add_argument("folder", type=Path)
     migrate = commands.add(commands.top, "migrate", _migrate, "run the dmp_migration DAG for a date")
-    migrate.add_argument("--date", type=iso_date, default=dt.date.today(), help="run date (default: today)")
+    add_date_option(migrate, "run date")
     migrate.add_argument("--holdback-threshold", type=float, default=None, help="override MES_HOLDBACK_THRESHOLD")
     bench = commands.add(commands.top, "bench-migration", _bench, "benchmark the DMP migration on PostgreSQL")
     bench.add_argument("--documents", type=int, default=200_000)

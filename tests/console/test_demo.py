@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from console.cli import main
+from console.demo import CREATION_DATE, DEMO_HOLDBACK_THRESHOLD, SEND_DATE, WAVE_ID, run_demo
+from console.status import pipeline_status
 from mes_rollout.config import load_settings
 from mes_rollout.db import as_date, get_engine
-from mes_rollout.demo import CREATION_DATE, DEMO_HOLDBACK_THRESHOLD, SEND_DATE, WAVE_ID, run_demo
-from mes_rollout.status import pipeline_status
 
 
 def test_demo_runs_the_rollout_to_the_letter(
@@ -22,7 +23,7 @@ def test_demo_runs_the_rollout_to_the_letter(
 ) -> None:
     # Set here so that the demo's own default does not leak into the other tests of this process.
     monkeypatch.setenv("MES_HOLDBACK_THRESHOLD", DEMO_HOLDBACK_THRESHOLD)
-    summary = run_demo(persons=1500, seed=11)
+    summary = run_demo(persons=1500, seed=11, run_command=main)
     status = summary["status"]
     engine = get_engine()
     with engine.connect() as connection:
@@ -86,7 +87,6 @@ def test_demo_runs_the_rollout_to_the_letter(
     assert status["dmp_documents"]["migrated"] > 0
 
     # Running the days again changes nothing.
-    from mes_rollout.cli import main
 
     assert main(["advance", "--from", SEND_DATE.isoformat(), "--to", CREATION_DATE.isoformat(), "--json"]) == 0
     with engine.connect() as connection:

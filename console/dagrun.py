@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mes_rollout.airflow_home import DAGS_FOLDER, prepare
+from console.airflow_home import DAGS_FOLDER, prepare
 from mes_rollout.config import load_settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from datetime import date
 
-from enrolment.nir import with_key
+from mes_rollout.nir import with_key
 
 _ORDER_NUMBERS = 999  # 001-999: 000 is never issued
 # A multiplier prime to 999 turns the n-th number issued in a series into a scattered order

@@ -1,5 +1,5 @@
 """Synthetic extracts for demos, tests and benchmarks: a register, a DMP extract and their faults.csv."""
 
-from mes_rollout.synth.generate import REFERENCE_DATE, SynthSummary, generate
+from console.synth.generate import REFERENCE_DATE, SynthSummary, generate
 
 __all__ = ["REFERENCE_DATE", "SynthSummary", "generate"]

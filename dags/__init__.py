@@ -1,0 +1,1 @@
+"""The DAG files: wiring only (see docs/ARCHITECTURE.md)."""
