@@ -55,6 +55,30 @@ class Settings:
     smtp_connections: int = 8
     holdback_threshold: float = 0.01
     shard_size: int = 10_000
+    # DMP migration tuning and its document store ("" = the folder document_store_dir).
+    document_store_url: str = ""
+    migration_batch_persons: int = 500
+    migration_content_workers: int = 1
+    migration_commit_connections: int = 2
+    validation_chunk_documents: int = 25_000
+    # A DMP document's content above this size is held back without being read whole.
+    max_document_bytes: int = 256 * 1024 * 1024
+    # Files at rest (documents, emails kept, print files, reports, keys, the SQLite database):
+    # owner-only by default; a deployment that needs a group sets 0640 (folders follow: 0750).
+    file_mode: int = 0o600
+    # Time limits: one database statement, one SMTP exchange, a sender's claim on a message.
+    statement_timeout_seconds: int = 900
+    smtp_timeout_seconds: int = 60
+    send_lease_seconds: int = 600
+
+    @property
+    def dir_mode(self) -> int:
+        """The folders' mode: the file mode with search (x) wherever reading is allowed."""
+        mode = self.file_mode | 0o700
+        for read_bit, search_bit in ((0o040, 0o010), (0o004, 0o001)):
+            if mode & read_bit:
+                mode |= search_bit
+        return mode
 
     @property
     def is_embedded_smtp(self) -> bool:
@@ -63,6 +87,17 @@ class Settings:
     @property
     def dialect(self) -> str:
         return self.database_url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _file_mode(text: str) -> int:
+    """An octal file mode that keeps the owner's read and write and gives nobody execute."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError(f"MES_FILE_MODE={text!r}: expected an octal mode such as 0600 or 0640") from None
+    if mode & ~0o666 or mode & 0o600 != 0o600:
+        raise ConfigError(f"MES_FILE_MODE={text!r}: the owner reads and writes, nobody executes (0600, 0640, 0660)")
+    return mode
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -83,6 +118,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             smtp_connections=int(env.get("MES_SMTP_CONNECTIONS", "8")),
             holdback_threshold=float(env.get("MES_HOLDBACK_THRESHOLD", "0.01")),
             shard_size=int(env.get("MES_SHARD_SIZE", "10000")),
+            document_store_url=env.get("MES_DOCUMENT_STORE_URL", ""),
+            migration_batch_persons=int(env.get("MES_MIGRATION_BATCH_PERSONS", "500")),
+            migration_content_workers=int(env.get("MES_MIGRATION_CONTENT_WORKERS", "1")),
+            migration_commit_connections=int(env.get("MES_MIGRATION_COMMIT_CONNECTIONS", "2")),
+            validation_chunk_documents=int(env.get("MES_VALIDATION_CHUNK_DOCUMENTS", "25000")),
+            max_document_bytes=int(env.get("MES_MAX_DOCUMENT_BYTES", str(256 * 1024 * 1024))),
+            file_mode=_file_mode(env.get("MES_FILE_MODE", "0600")),
+            statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "900")),
+            smtp_timeout_seconds=int(env.get("MES_SMTP_TIMEOUT", "60")),
+            send_lease_seconds=int(env.get("MES_SEND_LEASE", "600")),
         )
     except ValueError as error:
         if isinstance(error, ConfigError):

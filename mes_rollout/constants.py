@@ -63,6 +63,11 @@ class HoldBackReason(StrEnum):
     # Added by the migration (the generator does not plant these): a chain must be carried whole.
     CHAIN_FORK = "CHAIN_FORK"  # two versions replace the same one: no single current version
     CHAIN_VERSION_HELD_BACK = "CHAIN_VERSION_HELD_BACK"  # another version of its chain was held back
+    # Content that is not a plain file inside the extract is never read (hostile extracts).
+    CONTENT_OUTSIDE_EXTRACT = "CONTENT_OUTSIDE_EXTRACT"  # an absolute path, or one climbing out with ..
+    CONTENT_LINK = "CONTENT_LINK"  # the path or one of its folders is a symbolic link
+    CONTENT_NOT_REGULAR = "CONTENT_NOT_REGULAR"  # a FIFO, a device, a socket or a folder
+    CONTENT_TOO_LARGE = "CONTENT_TOO_LARGE"  # declared or actual size above MES_MAX_DOCUMENT_BYTES
 
 
 class SkipReason(StrEnum):
@@ -224,6 +229,7 @@ class FeedbackReason(StrEnum):
     BAD_TIMESTAMP = "BAD_TIMESTAMP"  # not ISO 8601 with an offset
     UNKNOWN_NOTIFICATION = "UNKNOWN_NOTIFICATION"
     IMPOSSIBLE_TRANSITION = "IMPOSSIBLE_TRANSITION"  # e.g. returned on an email, delivered after a bounce
+    OCCURRED_IN_FUTURE = "OCCURRED_IN_FUTURE"  # after the end of the load's logical day
 
 
 class UnreachableReason(StrEnum):
@@ -290,3 +296,5 @@ class DecisionReason(StrEnum):
     PERSON_DECEASED = "PERSON_DECEASED"  # activation of a deceased person, or any decision on a cancelled enrolment
     NO_SPACE = "NO_SPACE"  # closure or deletion of a space that does not exist
     SPACE_CLOSED = "SPACE_CLOSED"  # activation of a space already closed
+    REFERENCE_CONFLICT = "REFERENCE_CONFLICT"  # a reference seen before, with other content
+    BEFORE_MESSAGE = "BEFORE_MESSAGE"  # an opposition or activation received before the person's message was sent
