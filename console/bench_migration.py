@@ -32,7 +32,6 @@ from mes_rollout.config import load_settings
 from mes_rollout.db import make_engine, upgrade
 from mes_rollout.nir import with_key
 from migration.intake import DMP_COLUMNS, DOCUMENT_COLUMNS, load_dmp_extract
-from migration.pipeline import CONTENT_WORKERS
 from migration.run import MigrationTimings, migrate
 from migration.store import FolderStore, _sync_file_system
 
@@ -182,18 +181,19 @@ def bench_migration(documents: int, admin_url: str, workdir: Path | None = None,
         # freed in the last 60 s (360 s while their table block is dirty) when it allocates new
         # ones, one probe each. Deleting the baseline's 200 000 copies just before the migration
         # made each file the migration created several times dearer: copies go at the very end.
-        _sync_file_system(base)
-        copied, baseline_before = baseline_copy(base / "dmp", base / "baseline", CONTENT_WORKERS)
         settings = dataclasses.replace(
             load_settings(), database_url=url, reports_dir=base / "reports", document_store_dir=base / "store"
         )
-        store = _TimedFlushStore(settings.document_store_dir)
+        workers = settings.migration_content_workers
+        _sync_file_system(base)
+        copied, baseline_before = baseline_copy(base / "dmp", base / "baseline", workers)
+        store = _TimedFlushStore(settings.document_store_dir, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
         timings = MigrationTimings()
         _peak_memory_reset()
         summary = migrate(engine, settings, store, RUN_DATE, timings=timings)
         peak = _peak_memory_mb()
         _sync_file_system(base)
-        _, baseline_after = baseline_copy(base / "dmp", base / "baseline-after", CONTENT_WORKERS)
+        _, baseline_after = baseline_copy(base / "dmp", base / "baseline-after", workers)
         baseline_seconds = min(baseline_before, baseline_after)
         for copies in ("baseline", "baseline-after"):
             shutil.rmtree(base / copies)
@@ -225,7 +225,7 @@ def bench_migration(documents: int, admin_url: str, workdir: Path | None = None,
                 "peak_memory_mb": round(peak, 1),
             },
             "slowdown_vs_baseline": round(baseline_rate / rate, 2),
-            "content_workers": CONTENT_WORKERS,
+            "content_workers": workers,
             "report": summary["report"],
             "goals": {
                 "documents_per_second>=5000": rate >= 5000,

@@ -23,8 +23,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+from enrolment.dao import register_wave
 from enrolment.planning import plan_shard, select_cohort, summarise
-from enrolment.waves import WaveRequest, register_wave
+from enrolment.waves import WaveRequest
 from mes_rollout.config import load_settings
 from mes_rollout.db import make_engine, upgrade
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from console import bench_intake, cli_enrolment, cli_migration, cli_notifications
-from console.commands import Commands, add_date_option, resolve_defaults
+from console.commands import CommandFailed, Commands, add_date_option, resolve_defaults
 from console.dagrun import DagRunFailed
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.csvfile import InputFileError
@@ -134,13 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mes-rollout: {error}", file=sys.stderr)
         return 2
     except DagRunFailed as error:
-        print(f"mes-rollout: {error} (see the task logs under $AIRFLOW_HOME/logs)", file=sys.stderr)
+        print(f"mes-rollout: {error}", file=sys.stderr)
         return 1
-    if args.json:
+    except CommandFailed as error:
+        _print_summary(error.summary, as_json=args.json)
+        print(f"mes-rollout: {error}", file=sys.stderr)
+        return 1
+    _print_summary(summary, as_json=args.json)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
         _print_human(summary)
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def _departements(text: str) -> list[str]:
 def _wave_run(args: argparse.Namespace) -> dict[str, Any]:
     from console.approval import APPROVE, REJECT, run_wave, wave_outcome
     from enrolment.waves import WaveRequest, WaveRequestError, load_wave
+    from mes_rollout.constants import WaveState
     from mes_rollout.db import get_engine
 
     try:
@@ -34,7 +35,7 @@ def _wave_run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"mes-rollout: {error}") from None
     with get_engine().connect() as connection:
         existing = load_wave(connection, request.wave_id)
-    if existing is not None and existing.state != "dry_run":
+    if existing is not None and existing.state != WaveState.DRY_RUN:
         same = (existing.departements, existing.send_date, existing.recipient_cap) == (
             request.departements, request.send_date, request.recipient_cap,
         )  # fmt: skip

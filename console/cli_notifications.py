@@ -1,4 +1,4 @@
-"""Subcommands of notifications: `load feedback FILE`, `send --date`, `bench-emails`, `bench-letters`."""
+"""Subcommands of notifications: `load feedback FILE --date`, `send --date`, `bench-emails`, `bench-letters`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from console.commands import Commands, iso_date
+from console.commands import Commands, add_date_option, iso_date
 
 
 def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
     from mes_rollout.db import get_engine
     from notifications.feedback import load_feedback
 
-    return load_feedback(get_engine(), args.file, window=load_settings().opt_out_window).as_dict()
+    return load_feedback(get_engine(), args.file, window=load_settings().opt_out_window, as_of=args.date).as_dict()
 
 
 def _send(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,6 +43,7 @@ def _bench_letters(args: argparse.Namespace) -> dict[str, Any]:
 def add_commands(commands: Commands) -> None:
     feedback = commands.add(commands.load, "feedback", _load_feedback, "load a delivery feedback file (feedback.csv)")
     feedback.add_argument("file", type=Path)
+    add_date_option(feedback, "logical date of the load")
     send = commands.add(
         commands.top, "send", _send, "run notification_sending for a date: send due emails, print and post letters"
     )

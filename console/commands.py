@@ -55,3 +55,12 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if getattr(args, "date", None) is TODAY:
         args.date = today()
     return args
+
+
+class CommandFailed(RuntimeError):
+    """A command that did part of its work and failed the rest: `summary` is printed all the same,
+    then the message, and the command exits 1."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -1,10 +1,22 @@
-"""Running a DAG in-process with `dag.test()`: the one path the CLI and the tests use."""
+"""Running a DAG in-process with `dag.test()`: the one path the CLI and the tests use.
+
+Airflow's own output during the run (its task logs, which `dag.test()` writes to the process's
+standard output and error) goes to one log file per run under `$AIRFLOW_HOME/logs/mes-rollout/`,
+not to the terminal. A failed run names that file, expanded, and the first line of each failed
+task's error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import logging
 import os
-from dataclasses import dataclass
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +24,38 @@ from console.airflow_home import DAGS_FOLDER, prepare
 from mes_rollout.config import load_settings
 
 
-class DagRunFailed(RuntimeError):
-    """The DAG run ended in failure; `failed_tasks` names the task ids that failed."""
+@dataclass(frozen=True)
+class TaskFailure:
+    task: str
+    error: str  # the first line of the task's exception, as Airflow logged it
 
-    def __init__(self, dag_id: str, state: str, failed_tasks: list[str]) -> None:
-        super().__init__(f"DAG {dag_id} ended {state}; failed tasks: {', '.join(failed_tasks) or 'none'}")
+
+class DagRunFailed(RuntimeError):
+    """The DAG run ended in failure; `failed_tasks` names the task ids that failed, `log_path` the
+    file holding the run's logs and `errors` the first line of each failed task's error."""
+
+    def __init__(
+        self,
+        dag_id: str,
+        state: str,
+        failed_tasks: list[str],
+        log_path: Path | None = None,
+        errors: list[TaskFailure] | None = None,
+    ) -> None:
         self.dag_id = dag_id
         self.failed_tasks = failed_tasks
+        self.log_path = log_path
+        self.errors = errors or []
+        failed = [task for task in failed_tasks if any(error.task == task for error in self.errors)] or failed_tasks
+        not_run = len(failed_tasks) - len(failed)
+        lines = [
+            f"DAG {dag_id} ended {state}; failed tasks: {', '.join(failed) or 'none'}"
+            + (f" ({not_run} downstream not run)" if not_run else "")
+        ]
+        lines += [f"  {failure.task}: {failure.error}" for failure in self.errors]
+        if log_path is not None:
+            lines.append(f"  log: {log_path}")
+        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -28,6 +65,8 @@ class DagRunResult:
     state: str
     task_states: dict[str, str]
     xcom_returns: dict[str, Any]
+    log_path: Path | None = None
+    errors: list[TaskFailure] = field(default_factory=list)
 
 
 def ensure_airflow_home() -> Path:
@@ -37,24 +76,108 @@ def ensure_airflow_home() -> Path:
     return home
 
 
+def run_log_path(home: Path, dag_id: str, logical_date: dt.date | dt.datetime) -> Path:
+    """A new file for one in-process run's logs: named after the DAG, the logical date and the
+    moment it started, never reused."""
+    folder = home / "logs" / "mes-rollout" / dag_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    day = logical_date.isoformat()[:10]
+    path = folder / f"{day}_{started}_{os.getpid()}.log"
+    return path.resolve()
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's standard output and error, file descriptors included, to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    # Python-level writers too (a test runner may have replaced sys.stdout by its own object).
+    stream = open(descriptor, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stdout = sys.stderr = stream
+    # Logging handlers that write to a terminal stream hold the stream object they were given.
+    # (Not files, nor in-memory captures such as a test's caplog.)
+    handlers = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and not isinstance(handler.stream, io.StringIO)
+    ]
+    handler_streams = [_swap_stream(handler, stream) for handler in handlers]
+    try:
+        yield
+    finally:
+        stream.flush()
+        for handler, previous in zip(handlers, handler_streams, strict=True):
+            _swap_stream(handler, previous)
+        sys.stdout, sys.stderr = saved_streams
+        stream.close()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for fd in (saved_out, saved_err, descriptor):
+            os.close(fd)
+
+
+def _swap_stream(handler: logging.StreamHandler, stream: Any) -> Any:
+    """Point a handler at another stream without flushing the old one (it may be closed)."""
+    with handler.lock or contextlib.nullcontext():
+        previous, handler.stream = handler.stream, stream
+    return previous
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The last line of a Python traceback: "module.Error: message" (or a bare "Error").
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception|Failed|Timeout\w*|Interrupt)\b.*")
+
+
+def first_errors(log_path: Path, failed_tasks: list[str]) -> list[TaskFailure]:
+    """The first line of each failed task's exception, read from the run's log file."""
+    try:
+        lines = [_ANSI.sub("", line).strip() for line in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return []
+    failures: list[TaskFailure] = []
+    for task in failed_tasks:
+        base = task.split("[", 1)[0]
+        error = ""
+        inside = False
+        for line in lines:
+            if f"task_id={base}" in line or f"task_id='{base}'" in line or f"'{base}'" in line and "DAG TEST" in line:
+                inside = True
+            if inside and _EXCEPTION_LINE.match(line) and not line.startswith("Traceback"):
+                error = line[:300]
+                break
+        failures.append(TaskFailure(task, error or "upstream task failed"))
+    return failures
+
+
 def run_dag(
     dag_id: str, logical_date: dt.date | dt.datetime, conf: dict[str, Any] | None = None, *, raise_on_failure: bool = True
 ) -> DagRunResult:
     """Run one DAG to its end in this process for the logical date, and report its task states."""
-    ensure_airflow_home()
+    home = ensure_airflow_home()
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{dag_id}.py"))
-    if dag_id not in bag.dags:
-        errors = "; ".join(f"{path}: {error}" for path, error in bag.import_errors.items())
-        raise LookupError(f"DAG {dag_id} not found in {DAGS_FOLDER}" + (f" ({errors})" if errors else ""))
-    dag = bag.dags[dag_id]
     if isinstance(logical_date, dt.datetime):
         when = pendulum.instance(logical_date)
     else:
         when = pendulum.datetime(logical_date.year, logical_date.month, logical_date.day, tz="UTC")
-    run = dag.test(logical_date=when, run_conf=conf or {})
+    log_path = run_log_path(home, dag_id, logical_date)
+    with _output_to(log_path):
+        bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{dag_id}.py"))
+        dag = bag.dags.get(dag_id)
+        if dag is not None:
+            run = dag.test(logical_date=when, run_conf=conf or {})
+    if dag is None:
+        problems = "; ".join(f"{path}: {error}" for path, error in bag.import_errors.items())
+        raise LookupError(f"DAG {dag_id} not found in {DAGS_FOLDER}" + (f" ({problems})" if problems else ""))
     task_states: dict[str, str] = {}
     xcoms: dict[str, Any] = {}
     for instance in run.get_task_instances():
@@ -62,8 +185,10 @@ def run_dag(
         task_states[key] = str(instance.state)
         if instance.state == "success" and instance.map_index < 0:
             xcoms[instance.task_id] = instance.xcom_pull(task_ids=instance.task_id, key="return_value")
-    result = DagRunResult(dag_id, run.run_id, str(run.state), task_states, xcoms)
+    failed = [task for task, state in task_states.items() if state == "failed"]
+    errors = first_errors(log_path, failed) if failed else []
+    result = DagRunResult(dag_id, run.run_id, str(run.state), task_states, xcoms, log_path, errors)
     if raise_on_failure and result.state != "success":
-        failed = [task for task, state in task_states.items() if state in ("failed", "upstream_failed")]
-        raise DagRunFailed(dag_id, result.state, failed)
+        not_run = [task for task, state in task_states.items() if state == "upstream_failed"]
+        raise DagRunFailed(dag_id, result.state, failed + not_run, log_path, errors)
     return result

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from mes_rollout.config import load_settings
+from mes_rollout.constants import EnrolmentState
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def write_synthetic_decisions(engine: Engine, path: Path, seed: int) -> int:
     rng = random.Random(seed)
     with engine.connect() as connection:
         nirs = connection.execute(
-            text("SELECT nir FROM enrolments WHERE wave_id = :wave AND state = 'notified' ORDER BY nir"),
-            {"wave": WAVE_ID},
+            text("SELECT nir FROM enrolments WHERE wave_id = :wave AND state = :notified ORDER BY nir"),
+            {"wave": WAVE_ID, "notified": EnrolmentState.NOTIFIED.value},
         ).scalars().all()
     rows = []
     for index, nir in enumerate(nirs):

@@ -3,8 +3,9 @@
 Each day's DAG runs with that day as its logical date, through `console.dagrun.run_dag`
 (`dag.test()`), the same path as everywhere else. A DAG may name a due check: a cheap query that
 tells that the day has nothing for it, so that the day is recorded 'nothing_due' without starting
-Airflow at all. The days done are kept in the table daily_runs: `advance` goes on from the day
-after the last one (or from the first wave's send date), unless told where to start.
+Airflow at all. The days done are kept in the table daily_runs: each DAG goes on from the day
+after the last one it ran (or from the first wave's send date), unless told where to start. A DAG
+that fails stops alone: the others go on, and the failure is reported with its reason.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from console.commands import CommandFailed
 from enrolment.spaces import creation_due
+from mes_rollout.constants import WaveState
+from mes_rollout.db import as_date
 from migration.run import migration_due
 from notifications.dao import sending_due
 
@@ -37,27 +41,30 @@ DUE_CHECKS: dict[str, DueCheck] = {
 }
 
 
-def first_pending_day(connection: Connection, dag_ids: tuple[str, ...] = DAILY_DAGS) -> dt.date | None:
-    """The day after the last one advanced for every DAG, else the first wave's send date."""
-    from mes_rollout.db import as_date
-
-    last_days: list[dt.date] = []
-    for dag_id in dag_ids:
-        last = connection.execute(
-            text("SELECT MAX(logical_date) FROM daily_runs WHERE dag_id = :dag_id"), {"dag_id": dag_id}
+def next_days(connection: Connection, dag_ids: tuple[str, ...] = DAILY_DAGS) -> dict[str, dt.date | None]:
+    """For each DAG, the day after the last one advanced (whatever its outcome); for a DAG never
+    advanced, the first wave's send date (None when there is no wave yet)."""
+    first_wave = as_date(
+        connection.execute(
+            text("SELECT MIN(send_date) FROM waves WHERE state NOT IN (:dry_run, :rejected)"),
+            {"dry_run": WaveState.DRY_RUN.value, "rejected": WaveState.REJECTED.value},
         ).scalar()
-        if last is None:
-            last_days = []
-            break
-        day = as_date(last)
-        assert day is not None
-        last_days.append(day)
-    if last_days:
-        return min(last_days) + dt.timedelta(days=1)
-    first_wave = connection.execute(
-        text("SELECT MIN(send_date) FROM waves WHERE state NOT IN ('dry_run', 'rejected')")
-    ).scalar()
-    return as_date(first_wave)
+    )
+    days: dict[str, dt.date | None] = {}
+    for dag_id in dag_ids:
+        last = as_date(
+            connection.execute(
+                text("SELECT MAX(logical_date) FROM daily_runs WHERE dag_id = :dag_id"), {"dag_id": dag_id}
+            ).scalar()
+        )
+        days[dag_id] = last + dt.timedelta(days=1) if last is not None else first_wave
+    return days
+
+
+def first_pending_day(connection: Connection, dag_ids: tuple[str, ...] = DAILY_DAGS) -> dt.date | None:
+    """The earliest day some DAG still has to run."""
+    pending = [day for day in next_days(connection, dag_ids).values() if day is not None]
+    return min(pending) if pending else None
 
 
 def _record(engine: Engine, dag_id: str, day: dt.date, outcome: str, run_id: str | None) -> None:
@@ -73,6 +80,38 @@ def _record(engine: Engine, dag_id: str, day: dt.date, outcome: str, run_id: str
         )
 
 
+def _migration_failure(engine: Engine, day: dt.date) -> dict[str, Any]:
+    """Why the DMP migration of a day stopped, and where its report is."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT run_id, state, stop_reason, report_path FROM migration_runs"
+                " WHERE logical_date = :day ORDER BY started_at DESC LIMIT 1"
+            ),
+            {"day": day},
+        ).first()
+    if row is None:
+        return {}
+    return {"migration_run": row[0], "migration_state": row[1], "reason": row[2], "report": row[3]}
+
+
+class AdvanceFailed(CommandFailed):
+    """Some daily DAG failed during an advance; the others went on. `summary` is the whole account."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        lines = []
+        for failure in summary["failures"]:
+            what = failure.get("reason") or "; ".join(
+                f"{error['task']}: {error['error']}" for error in failure["errors"]
+            )
+            lines.append(f"{failure['dag_id']} failed on {failure['day']}: {what}")
+            if failure.get("report"):
+                lines.append(f"  report: {failure['report']}")
+            lines.append(f"  log: {failure['log']}")
+            lines.append(f"  it was not run again in this advance; the other daily DAGs went on to {summary['to']}")
+        super().__init__("\n".join(lines), summary)
+
+
 def advance(
     to: dt.date,
     *,
@@ -80,20 +119,28 @@ def advance(
     engine: Engine | None = None,
     dag_ids: tuple[str, ...] = DAILY_DAGS,
 ) -> dict[str, Any]:
-    """Run the daily DAGs for every day from `start` (default: where the last advance stopped) to `to`."""
+    """Run the daily DAGs for every day up to `to`: each DAG from `start`, or else from the day after
+    the last one it ran. A DAG that fails is reported (its reason, its report, its log) and not run
+    again in this advance; the others go on (a stopped migration must not stop sending or the
+    creation of spaces). Raises AdvanceFailed, carrying the whole summary, when any DAG failed."""
     from console.dagrun import run_dag
     from mes_rollout.db import get_engine
 
     engine = engine or get_engine()
     began = time.monotonic()
-    if start is None:
-        with engine.connect() as connection:
-            start = first_pending_day(connection, dag_ids) or to
+    with engine.connect() as connection:
+        pending = next_days(connection, dag_ids)
+    starts = {dag_id: start or pending[dag_id] or to for dag_id in dag_ids}
+    first = min(starts.values())
     ran: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    failed: set[str] = set()
     nothing_due = 0
-    day = start
+    day = first
     while day <= to:
         for dag_id in dag_ids:
+            if dag_id in failed or day < starts[dag_id]:
+                continue
             check = DUE_CHECKS.get(dag_id)
             if check is not None:
                 with engine.connect() as connection:
@@ -102,17 +149,36 @@ def advance(
                     _record(engine, dag_id, day, "nothing_due", None)
                     nothing_due += 1
                     continue
-            result = run_dag(dag_id, day)
+            result = run_dag(dag_id, day, raise_on_failure=False)
+            if result.state != "success":
+                _record(engine, dag_id, day, "failed", result.run_id)
+                failed.add(dag_id)
+                failure: dict[str, Any] = {
+                    "day": day.isoformat(),
+                    "dag_id": dag_id,
+                    "run_id": result.run_id,
+                    "errors": [{"task": error.task, "error": error.error} for error in result.errors],
+                    "log": str(result.log_path),
+                }
+                if dag_id == "dmp_migration":
+                    failure.update(_migration_failure(engine, day))
+                failures.append(failure)
+                log.warning("advance: %s failed for %s", dag_id, day)
+                continue
             _record(engine, dag_id, day, "ran", result.run_id)
             returns = {task: value for task, value in result.xcom_returns.items() if isinstance(value, dict)}
             ran.append({"day": day.isoformat(), "dag_id": dag_id, "run_id": result.run_id, "results": returns})
             log.info("advance: %s ran for %s", dag_id, day)
         day += dt.timedelta(days=1)
-    return {
-        "from": start.isoformat(),
+    summary = {
+        "from": first.isoformat(),
         "to": to.isoformat(),
-        "days": max((to - start).days + 1, 0),
+        "days": max((to - first).days + 1, 0),
         "runs": ran,
         "nothing_due": nothing_due,
+        "failures": failures,
         "seconds": round(time.monotonic() - began, 3),
     }
+    if failures:
+        raise AdvanceFailed(summary)
+    return summary

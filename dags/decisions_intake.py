@@ -1,8 +1,9 @@
 """DAG decisions_intake: load one decisions.csv (oppositions, activations, closures, deletions).
 
 The file path is a Param; the run's logical date is "today" (a decision received after it is
-quarantined). A reference seen before is ignored; an unknown NIR or an impossible sequence is
-quarantined with a reason; the rest goes through the enrolment state machine (opposition on or
+quarantined). A reference seen before is ignored when the row is the same, quarantined
+(REFERENCE_CONFLICT) when it differs; an unknown NIR, an impossible sequence or an opposition or
+activation received before the person's message was sent is quarantined with a reason; the rest goes through the enrolment state machine (opposition on or
 before the deadline -> opposed, activation -> space created at once, opposition after creation
 -> closure, deletion -> purge within 3 months). When activations created spaces, `publish` emits
 the Asset mes-rollout://spaces/created for the DMP migration.
@@ -13,15 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
 from mes_rollout.constants import SPACES_CREATED_ASSET
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 with DAG(
     dag_id="decisions_intake",
     schedule=None,
     start_date=pendulum.datetime(2022, 1, 31, tz="Europe/Paris"),
     catchup=False,
+    default_args=DEFAULT_TASK_ARGS,
     tags=["mes-rollout", "enrolment", "decisions"],
     params={
         "decisions_file": Param(type="string", minLength=1, description="Path of decisions.csv (INPUTS.md)"),
@@ -30,23 +33,13 @@ with DAG(
 ) as dag:
 
     @task
-    def load_decisions(params: dict | None = None, logical_date: Any = None, dag_run: Any = None) -> dict:
-        import datetime as dt
-        from pathlib import Path
+    def load_decisions() -> dict:
+        from enrolment.tasks import load_decisions as run
+        from mes_rollout.runday import context_day
 
-        from enrolment.decisions import load_decisions as load
-        from mes_rollout.db import get_engine
-        from mes_rollout.runday import business_day
-
-        assert params is not None and dag_run is not None
-        summary = load(
-            get_engine(), Path(params["decisions_file"]), as_of=business_day(logical_date or dag_run.run_after),
-            run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC),
-        )  # fmt: skip
+        context = get_current_context()
         # XCom carries counts and ids only: no NIR.
-        result = summary.as_dict()
-        result["day"] = business_day(logical_date or dag_run.run_after).isoformat()
-        return result
+        return run(context["params"]["decisions_file"], context_day(context), context["dag_run"].run_id)
 
     @task(outlets=[Asset(SPACES_CREATED_ASSET)])
     def publish(loaded: Any, outlet_events: Any = None) -> dict:

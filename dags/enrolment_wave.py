@@ -4,31 +4,46 @@ Triggered by an operator (Trigger DAG form: wave id, départements, send date, c
 dry run) or by `rollout_calendar`. Steps: register_wave -> select_cohort (set-based routing of
 every eligible person) -> plan_shard (mapped: one task per shard of MES_SHARD_SIZE people: codes,
 enrolments, notifications) -> summarise -> approval (Airflow human-in-the-loop: the operator
-reads the counts and answers Approve or Reject in "Required actions") -> approve_wave (the wave
-becomes 'approved' and the Asset mes-rollout://waves/approved tells the sending DAG) or
-reject_wave (messages cancelled, people released for a later wave). A dry run stops after
-count_dry_run: nothing is written for the people. Re-running a run changes nothing: a decided
-wave skips the approval (already_decided).
+reads the counts and answers Approve or Reject in "Required actions", within 7 days) ->
+approve_wave (the wave becomes 'approved' and the Asset mes-rollout://waves/approved tells the
+sending DAG) or reject_wave (messages cancelled, people released for a later wave). A dry run
+stops after count_dry_run: nothing is written for the people. Re-running a run changes nothing: a
+decided wave skips the approval (already_decided). Every task calls enrolment.tasks.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
 from mes_rollout.constants import WAVE_APPROVED_ASSET
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 APPROVE, REJECT = "Approve", "Reject"
+# The approval waits for a person, not for the machine: a week to answer (past it the task fails
+# visibly; clearing it asks again). The other tasks keep the shared time limit.
+APPROVAL_TIMEOUT = dt.timedelta(days=7)
+
+
+def _run() -> tuple[dt.date, str, dict[str, Any]]:
+    """The running task's business day, run id and Params."""
+    from mes_rollout.runday import context_day
+
+    context = get_current_context()
+    return context_day(context), context["dag_run"].run_id, dict(context["params"])
+
 
 with DAG(
     dag_id="enrolment_wave",
     schedule=None,
     start_date=pendulum.datetime(2021, 7, 1, tz="Europe/Paris"),
     catchup=False,
+    default_args=DEFAULT_TASK_ARGS,
     tags=["mes-rollout", "enrolment"],
     params={
         "wave_id": Param(
@@ -55,96 +70,48 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    def _day(logical_date: Any, dag_run: Any) -> Any:
-        from mes_rollout.runday import business_day
-
-        return business_day(logical_date or dag_run.run_after)
-
     @task
-    def register_wave(params: dict | None = None, logical_date: Any = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def register_wave() -> dict:
+        from enrolment.tasks import register_wave as run
 
-        from enrolment.waves import WaveRequest, register_wave
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        request = WaveRequest.from_params(params, _day(logical_date, dag_run))
-        with get_engine().begin() as connection:
-            wave = register_wave(connection, request, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
-        return {"wave_id": wave.wave_id, "dry_run": request.dry_run, "state": wave.state.value}
+        day, run_id, params = _run()
+        return run(params, day, run_id)
 
     @task.branch
     def choose_path(registered: Any) -> str:
         return "count_dry_run" if registered["dry_run"] else "select_cohort"
 
     @task
-    def count_dry_run(params: dict | None = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def count_dry_run() -> dict:
+        from enrolment.tasks import count_dry_run as run
 
-        from enrolment.planning import dry_run_counts
-        from enrolment.waves import load_wave
-        from mes_rollout.config import load_settings
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        engine = get_engine()
-        with engine.connect() as connection:
-            wave = load_wave(connection, params["wave_id"].strip())
-        assert wave is not None
-        return dry_run_counts(
-            engine, wave, shard_size=load_settings().shard_size, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC)
-        )
+        _, run_id, params = _run()
+        return run(params, run_id)
 
     @task
-    def select_cohort(params: dict | None = None, dag_run: Any = None) -> list[int]:
-        import datetime as dt
+    def select_cohort() -> list[int]:
+        from enrolment.tasks import select_cohort as run
 
-        from enrolment.planning import select_cohort as select
-        from mes_rollout.config import load_settings
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        settings = load_settings()
-        return select(
-            get_engine(), params["wave_id"].strip(), var_dir=settings.var_dir, shard_size=settings.shard_size,
-            run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC),
-        )  # fmt: skip
+        _, run_id, params = _run()
+        return run(params, run_id)
 
     @task
-    def plan_shard(shard: Any, params: dict | None = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def plan_shard(shard: int) -> dict:
+        from enrolment.tasks import plan_shard as run
 
-        from enrolment.planning import plan_shard as plan
-        from mes_rollout.config import load_settings
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        return plan(
-            get_engine(), params["wave_id"].strip(), shard, var_dir=load_settings().var_dir,
-            run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC),
-        )  # fmt: skip
+        _, run_id, params = _run()
+        return run(params, shard, run_id)
 
     @task(trigger_rule="none_failed_min_one_success")
-    def summarise(params: dict | None = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def summarise() -> dict:
+        from enrolment.tasks import summarise as run
 
-        from enrolment.planning import approval_body
-        from enrolment.planning import summarise as count
-        from enrolment.waves import load_wave
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        engine = get_engine()
-        wave_id = params["wave_id"].strip()
-        counts = count(engine, wave_id, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
-        with engine.connect() as connection:
-            wave = load_wave(connection, wave_id)
-        assert wave is not None
-        return {"state": wave.state.value, "counts": counts, "body": approval_body(counts)}
+        _, run_id, params = _run()
+        return run(params, run_id)
 
     @task.branch
     def needs_approval(summary: Any) -> str:
-        return "approval" if summary["state"] == "awaiting_approval" else "already_decided"
+        return "approval" if summary["needs_approval"] else "already_decided"
 
     approval = HITLOperator(
         task_id="approval",
@@ -154,46 +121,30 @@ with DAG(
         params={
             "comment": Param("", type="string", maxLength=500, title="Comment", description="Why (kept in the audit trail)")
         },
+        execution_timeout=APPROVAL_TIMEOUT,
+        response_timeout=APPROVAL_TIMEOUT,
     )
 
     @task.branch
     def route_answer(answer: Any) -> str:
         return "approve_wave" if answer["chosen_options"] == [APPROVE] else "reject_wave"
 
-    def _who(answer: dict) -> tuple[str, str]:
-        user = answer.get("responded_by_user") or {}
-        by = str(user.get("name") or user.get("id") or "unknown")
-        return by, str((answer.get("params_input") or {}).get("comment") or "")
-
     @task(outlets=[Asset(WAVE_APPROVED_ASSET)])
-    def approve_wave(answer: Any, params: dict | None = None, dag_run: Any = None, outlet_events: Any = None) -> dict:
-        import datetime as dt
+    def approve_wave(answer: Any, outlet_events: Any = None) -> dict:
+        from enrolment.tasks import approve_wave as run
 
-        from enrolment.waves import approve
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        wave_id = params["wave_id"].strip()
-        by, comment = _who(answer)
-        with get_engine().begin() as connection:
-            approve(connection, wave_id, by=by, comment=comment, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
+        _, run_id, params = _run()
+        approved = run(params, answer, run_id)
         if outlet_events is not None:
-            outlet_events[Asset(WAVE_APPROVED_ASSET)].extra = {"wave_id": wave_id}
-        return {"wave_id": wave_id, "state": "approved", "by": by}
+            outlet_events[Asset(WAVE_APPROVED_ASSET)].extra = {"wave_id": approved["wave_id"]}
+        return approved
 
     @task
-    def reject_wave(answer: Any, params: dict | None = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def reject_wave(answer: Any) -> dict:
+        from enrolment.tasks import reject_wave as run
 
-        from enrolment.waves import reject
-        from mes_rollout.db import get_engine
-
-        assert params is not None and dag_run is not None
-        wave_id = params["wave_id"].strip()
-        by, comment = _who(answer)
-        with get_engine().begin() as connection:
-            released = reject(connection, wave_id, by=by, comment=comment, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
-        return {"wave_id": wave_id, "state": "rejected", "by": by, **released}
+        _, run_id, params = _run()
+        return run(params, answer, run_id)
 
     registered = register_wave()
     path = choose_path(registered)

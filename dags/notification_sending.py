@@ -2,9 +2,10 @@
 
 renotify (people unreachable until now who have a usable channel again) -> list the shards holding
 emails to send -> one mapped task per shard, each holding a slot of the `smtp_relay` pool while it
-talks to the relay -> settle emails left `sending` by a dead sender -> print the due letters
-(fallbacks included) and hand the batches to the print provider. The send date of every message
-is the run's logical date (as a day in Paris). One run at a time: a shard has one sender.
+talks to the relay -> settle emails left `sending` by a dead sender (its lease passed) -> print
+the due letters (fallbacks included) and hand the batches to the print provider. The send date of
+every message is the run's logical date (as a day in Paris). One run at a time here; senders of
+another run (a second Airflow, a command) skip what this one holds: each message is claimed once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
 
 from mes_rollout.constants import SMTP_RELAY_POOL, WAVE_APPROVED_ASSET
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 
 def _run() -> tuple[dt.date, str]:
@@ -33,6 +35,7 @@ with DAG(
     start_date=pendulum.datetime(2021, 7, 1, tz="Europe/Paris"),
     catchup=False,
     max_active_runs=1,
+    default_args=DEFAULT_TASK_ARGS,
     tags=["mes-rollout", "notifications"],
     doc_md=__doc__,
 ) as dag:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
+
 with DAG(
     dag_id="register_intake",
+    default_args=DEFAULT_TASK_ARGS,
     schedule=None,
     start_date=pendulum.datetime(2021, 7, 1, tz="Europe/Paris"),
     catchup=False,

@@ -10,11 +10,11 @@ waits for an operator's approval before anything is sent.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 with DAG(
     dag_id="rollout_calendar",
@@ -23,6 +23,7 @@ with DAG(
     end_date=pendulum.datetime(2022, 3, 28, 23, 59, tz="Europe/Paris"),
     catchup=True,
     max_active_runs=1,
+    default_args=DEFAULT_TASK_ARGS,
     tags=["mes-rollout", "enrolment", "calendar"],
     params={
         "plan_file": Param("", type="string", description="Rollout plan CSV (empty: enrolment/data/rollout_plan.csv)"),
@@ -31,20 +32,18 @@ with DAG(
 ) as dag:
 
     @task
-    def todays_wave(params: dict | None = None, logical_date: Any = None, dag_run: Any = None) -> dict:
-        from pathlib import Path
-
+    def todays_wave() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from enrolment.plan import DEFAULT_PLAN, wave_of_day
-        from mes_rollout.runday import business_day
+        from enrolment.tasks import todays_wave as run
+        from mes_rollout.runday import context_day
 
-        assert params is not None and dag_run is not None
-        day = business_day(logical_date or dag_run.run_after)
-        wave = wave_of_day(day, Path(params.get("plan_file") or DEFAULT_PLAN))
+        context = get_current_context()
+        day = context_day(context)
+        wave = run(day, context["params"].get("plan_file"))
         if wave is None:
             raise AirflowSkipException(f"no wave planned on {day}")
-        return wave.as_conf()
+        return wave
 
     todays = todays_wave()
     TriggerDagRunOperator(

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, get_current_context, task
 
 from mes_rollout.constants import SPACES_CREATED_ASSET
+from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 with DAG(
     dag_id="space_creation",
@@ -22,21 +23,18 @@ with DAG(
     start_date=pendulum.datetime(2022, 1, 31, tz="Europe/Paris"),
     catchup=False,
     max_active_runs=1,
+    default_args=DEFAULT_TASK_ARGS,
     tags=["mes-rollout", "enrolment", "spaces"],
     doc_md=__doc__,
 ) as dag:
 
     @task
-    def create_spaces(logical_date: Any = None, dag_run: Any = None) -> dict:
-        import datetime as dt
+    def create_spaces() -> dict:
+        from enrolment.tasks import create_spaces as run
+        from mes_rollout.runday import context_day
 
-        from enrolment.spaces import create_due_spaces
-        from mes_rollout.db import get_engine
-        from mes_rollout.runday import business_day
-
-        assert dag_run is not None
-        day = business_day(logical_date or dag_run.run_after)
-        return create_due_spaces(get_engine(), day, run_id=dag_run.run_id, now=dt.datetime.now(dt.UTC))
+        context = get_current_context()
+        return run(context_day(context), context["dag_run"].run_id)
 
     @task(outlets=[Asset(SPACES_CREATED_ASSET)])
     def publish(created: Any, outlet_events: Any = None) -> dict:

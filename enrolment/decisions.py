@@ -1,12 +1,15 @@
 """Decisions intake: load decisions.csv (oppositions, activations, closures, deletions) and apply them.
 
 One file is one transaction: rows are checked as they stream in and staged; then, set-based, a
-reference seen before (in an earlier file or earlier in this one) is ignored and an unknown NIR
-is quarantined; then each person's decisions are applied in the order they were received, through
-the state machine of enrolment/lifecycle.py, a batch of people at a time. On PostgreSQL the
-people's enrolment rows are locked first (in NIR order, like space creation), so that a decision
-and a creation of the same person never interleave. Rows reconcile: read = accepted (applied +
-ignored) + quarantined.
+reference seen before (in an earlier file, else earlier in this one) is ignored when the row says
+the same thing (nir, event, received_at as an instant, channel; event and channel compared as
+cleaned, case aside) and quarantined REFERENCE_CONFLICT when it says something else; an unknown
+NIR is quarantined; then each person's decisions are applied in the order they were received, a
+batch of people at a time: read (their states, locked first on PostgreSQL in NIR order, like
+space creation, so that a decision and a creation of the same person never interleave), decide
+(pure, enrolment/lifecycle.py: an opposition or activation received before the person's message
+was sent is quarantined BEFORE_MESSAGE there), write (enrolment/dao.py). Rows reconcile: read =
+accepted (applied + ignored) + quarantined.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
+from enrolment import dao
 from enrolment.lifecycle import PersonState, SpaceAction, Transition, after, decide
-from enrolment.window import PARIS, add_calendar_months, end_of_day
+from enrolment.window import add_calendar_months, end_of_day
 from mes_rollout import inputs
-from mes_rollout.audit import AuditEvent, record_many
+from mes_rollout.audit import AuditEvent
 from mes_rollout.constants import (
     DecisionChannel,
     DecisionEvent,
@@ -39,6 +44,7 @@ from mes_rollout.csvfile import chunks, read_rows
 from mes_rollout.db import as_date, as_datetime
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import Nir, NirError, normalise
+from mes_rollout.runday import business_day
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,14 @@ CHUNK_ROWS = 20_000
 PEOPLE_PER_BATCH = 1_000
 ARCHIVE_MONTHS = 120  # a closed space's data is kept 10 years
 PURGE_MONTHS = 3  # a deletion request is carried out within 3 months
+
+
+class Staged(StrEnum):
+    """Where a row of decisions_staging (the file's rows, staged for the load) stands."""
+
+    PENDING = "pending"  # to be applied
+    IGNORED = "ignored"  # its reference was seen before, with the same content
+    QUARANTINED = "quarantined"  # quarantined after staging (reference conflict, unknown NIR)
 
 
 @dataclass
@@ -120,18 +134,6 @@ def validate_row(values: dict[str, str | None], latest: dt.datetime) -> dict[str
     }
 
 
-@dataclass
-class _Space:
-    """A person's space row as the batch leaves it."""
-
-    state: SpaceState
-    created_on: dt.date
-    cause: SpaceCause
-    closed_at: dt.datetime | None = None
-    archive_until: dt.date | None = None
-    purge_by: dt.date | None = None
-
-
 def load_decisions(
     engine: Engine, path: Path, *, as_of: dt.date, run_id: str | None = None, now: dt.datetime | None = None
 ) -> DecisionsSummary:
@@ -159,9 +161,9 @@ def load_decisions(
                 connection.execute(
                     text(
                         "INSERT INTO decisions_staging (line_no, reference, nir, event, received_at, channel, status)"
-                        " VALUES (:line_no, :reference, :nir, :event, :received_at, :channel, 'pending')"
+                        " VALUES (:line_no, :reference, :nir, :event, :received_at, :channel, :pending)"
                     ),
-                    staged,
+                    [{**row, "pending": Staged.PENDING.value} for row in staged],
                 )
             _quarantine(connection, summary, rejected)
             summary.read += len(chunk)
@@ -169,7 +171,7 @@ def load_decisions(
         connection.exec_driver_sql("CREATE INDEX ix_decisions_staging_nir ON decisions_staging (nir, status)")
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("ANALYZE decisions_staging")
-        summary.ignored = _ignore_seen_before(connection)
+        summary.ignored = _sort_seen_before(connection, summary)
         _quarantine_unknown_nirs(connection, summary)
         _apply(connection, summary, as_of=as_of, run_id=run_id, now=now)
         connection.exec_driver_sql("DROP TABLE decisions_staging")
@@ -203,27 +205,69 @@ def _quarantine(connection: Connection, summary: DecisionsSummary, rejected: Seq
     summary.reasons.update(rejection.reason_code for rejection in rejected)
 
 
-def _ignore_seen_before(connection: Connection) -> int:
-    """A reference seen before, in an earlier file or on an earlier line of this one, is ignored."""
+_DIFFERENT_CONTENT = (
+    "({seen}.nir <> s.nir OR {seen}.event <> s.event OR {seen}.received_at <> s.received_at"
+    " OR {seen}.channel <> s.channel)"
+)
+# A reference is seen before when a decision of an earlier file has it, else when an earlier line
+# of this file has it: the row is compared with that first occurrence.
+_CONFLICTS = text(
+    "SELECT s.line_no, s.nir, s.reference FROM decisions_staging AS s"
+    " WHERE s.status = :pending AND EXISTS (SELECT 1 FROM decisions AS d WHERE d.reference = s.reference"
+    f"   AND {_DIFFERENT_CONTENT.format(seen='d')})"
+    " UNION ALL"
+    " SELECT s.line_no, s.nir, s.reference FROM decisions_staging AS s"
+    " JOIN decisions_staging AS first ON first.reference = s.reference AND first.line_no < s.line_no"
+    " WHERE s.status = :pending"
+    " AND NOT EXISTS (SELECT 1 FROM decisions AS d WHERE d.reference = s.reference)"
+    " AND first.line_no = (SELECT MIN(e.line_no) FROM decisions_staging AS e WHERE e.reference = s.reference)"
+    f" AND {_DIFFERENT_CONTENT.format(seen='first')}"
+    " ORDER BY 1"
+)
+
+
+def _sort_seen_before(connection: Connection, summary: DecisionsSummary) -> int:
+    """A reference seen before with other content is quarantined REFERENCE_CONFLICT; with the same
+    content it is ignored (the same input twice changes nothing). Returns the rows ignored."""
+    conflicts = connection.execute(_CONFLICTS, {"pending": Staged.PENDING.value}).all()
+    if conflicts:
+        _quarantine(
+            connection,
+            summary,
+            [
+                inputs.Rejection(
+                    line_no, DecisionReason.REFERENCE_CONFLICT,
+                    f"reference {reference} was seen before with other content", nir,
+                )
+                for line_no, nir, reference in conflicts
+            ],
+        )  # fmt: skip
+        connection.execute(
+            text("UPDATE decisions_staging SET status = :quarantined WHERE line_no = :line_no"),
+            [{"quarantined": Staged.QUARANTINED.value, "line_no": line_no} for line_no, _, _ in conflicts],
+        )
     return max(
         connection.execute(
             text(
-                "UPDATE decisions_staging SET status = 'ignored'"
-                " WHERE EXISTS (SELECT 1 FROM decisions WHERE decisions.reference = decisions_staging.reference)"
+                "UPDATE decisions_staging SET status = :ignored WHERE status = :pending"
+                " AND (EXISTS (SELECT 1 FROM decisions WHERE decisions.reference = decisions_staging.reference)"
                 " OR line_no > (SELECT MIN(earlier.line_no) FROM decisions_staging AS earlier"
-                "               WHERE earlier.reference = decisions_staging.reference)"
-            )
+                "               WHERE earlier.reference = decisions_staging.reference))"
+            ),
+            {"ignored": Staged.IGNORED.value, "pending": Staged.PENDING.value},
         ).rowcount,
         0,
     )
 
 
 def _quarantine_unknown_nirs(connection: Connection, summary: DecisionsSummary) -> None:
+    statuses = {"pending": Staged.PENDING.value, "quarantined": Staged.QUARANTINED.value}
     unknown = connection.execute(
         text(
-            "SELECT line_no, nir FROM decisions_staging WHERE status = 'pending'"
+            "SELECT line_no, nir FROM decisions_staging WHERE status = :pending"
             " AND NOT EXISTS (SELECT 1 FROM persons WHERE persons.nir = decisions_staging.nir) ORDER BY line_no"
-        )
+        ),
+        statuses,
     ).all()
     _quarantine(
         connection,
@@ -232,194 +276,213 @@ def _quarantine_unknown_nirs(connection: Connection, summary: DecisionsSummary) 
     )
     connection.execute(
         text(
-            "UPDATE decisions_staging SET status = 'quarantined'"
-            " WHERE status = 'pending' AND NOT EXISTS (SELECT 1 FROM persons WHERE persons.nir = decisions_staging.nir)"
-        )
+            "UPDATE decisions_staging SET status = :quarantined"
+            " WHERE status = :pending AND NOT EXISTS (SELECT 1 FROM persons WHERE persons.nir = decisions_staging.nir)"
+        ),
+        statuses,
     )
 
 
 _LOCK = text("SELECT nir FROM enrolments WHERE nir IN :nirs ORDER BY nir FOR UPDATE").bindparams(
     bindparam("nirs", expanding=True)
 )
-_STATES = text(
-    "SELECT p.nir, p.date_deces, e.state, e.opt_out_deadline, s.state, s.creation_cause, s.created_on,"
-    " s.closed_at, s.archive_until, s.purge_by"
+_PEOPLE = text(
+    "SELECT p.nir, p.date_deces, e.state AS enrolment_state, e.opt_out_deadline, e.notified_at,"
+    " s.state AS space_state, s.creation_cause, s.created_on, s.closed_at, s.archive_until, s.purge_by"
     " FROM persons AS p LEFT JOIN enrolments AS e ON e.nir = p.nir LEFT JOIN spaces AS s ON s.nir = p.nir"
     " WHERE p.nir IN :nirs"
 ).bindparams(bindparam("nirs", expanding=True))
 _DECISIONS = text(
     "SELECT line_no, reference, nir, event, received_at, channel FROM decisions_staging"
-    " WHERE status = 'pending' AND nir IN :nirs ORDER BY nir, received_at, line_no"
+    " WHERE status = :pending AND nir IN :nirs ORDER BY nir, received_at, line_no"
 ).bindparams(bindparam("nirs", expanding=True))
+
+
+@dataclass(frozen=True)
+class _Person:
+    """What a batch reads of one person: the state the rules decide on, and their space row."""
+
+    state: PersonState
+    space: dao.SpaceRecord | None
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A staged decisions.csv row waiting to be applied."""
+
+    line_no: int
+    reference: str
+    nir: str
+    event: DecisionEvent
+    received_at: dt.datetime
+    channel: str
+
+
+@dataclass
+class _BatchPlan:
+    """What a batch of people's decisions does, decided before anything is written."""
+
+    decisions: list[dao.AppliedDecision] = field(default_factory=list)
+    moves: list[dao.EnrolmentMove] = field(default_factory=list)
+    spaces: list[dao.SpaceWrite] = field(default_factory=list)
+    events: list[AuditEvent] = field(default_factory=list)
+    rejected: list[inputs.Rejection] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    spaces_created: int = 0
 
 
 def _apply(connection: Connection, summary: DecisionsSummary, *, as_of: dt.date, run_id: str, now: dt.datetime) -> None:
     nirs = list(
-        connection.execute(text("SELECT DISTINCT nir FROM decisions_staging WHERE status = 'pending' ORDER BY nir")).scalars()
+        connection.execute(
+            text("SELECT DISTINCT nir FROM decisions_staging WHERE status = :pending ORDER BY nir"),
+            {"pending": Staged.PENDING.value},
+        ).scalars()
     )
+    assert summary.input_file_id is not None
     for start in range(0, len(nirs), PEOPLE_PER_BATCH):
-        _apply_batch(connection, nirs[start : start + PEOPLE_PER_BATCH], summary, as_of=as_of, run_id=run_id, now=now)
+        batch = nirs[start : start + PEOPLE_PER_BATCH]
+        people, pending = _read_batch(connection, batch)
+        plan = _decide_batch(people, pending, input_file_id=summary.input_file_id, as_of=as_of, run_id=run_id, now=now)
+        _write_batch(connection, plan, summary, run_id=run_id, now=now)
 
 
-def _apply_batch(
-    connection: Connection,
-    nirs: list[str],
-    summary: DecisionsSummary,
+def _read_batch(connection: Connection, nirs: list[str]) -> tuple[dict[str, _Person], list[_Decision]]:
+    """Read: the people of the batch (locked first on PostgreSQL) and their pending decisions,
+    in the order they were received."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK, {"nirs": nirs}).all()
+    people: dict[str, _Person] = {}
+    for row in connection.execute(_PEOPLE, {"nirs": nirs}):
+        notified_at = as_datetime(row.notified_at)
+        created_on = as_date(row.created_on)
+        state = PersonState(
+            EnrolmentState(row.enrolment_state) if row.enrolment_state else None,
+            as_datetime(row.opt_out_deadline),
+            SpaceState(row.space_state) if row.space_state else None,
+            SpaceCause(row.creation_cause) if row.creation_cause else None,
+            deceased=row.date_deces is not None,
+            notified_on=business_day(notified_at) if notified_at else None,
+        )
+        space = (
+            dao.SpaceRecord(
+                SpaceState(row.space_state), created_on, SpaceCause(row.creation_cause), as_datetime(row.closed_at),
+                as_date(row.archive_until), as_date(row.purge_by),
+            )
+            if row.space_state and created_on is not None
+            else None
+        )  # fmt: skip
+        people[row.nir] = _Person(state, space)
+    pending = []
+    for row in connection.execute(_DECISIONS, {"nirs": nirs, "pending": Staged.PENDING.value}):
+        received_at = as_datetime(row.received_at)
+        assert received_at is not None
+        pending.append(_Decision(row.line_no, row.reference, row.nir, DecisionEvent(row.event), received_at, row.channel))
+    return people, pending
+
+
+def _decide_batch(
+    people: dict[str, _Person],
+    pending: list[_Decision],
     *,
+    input_file_id: int,
     as_of: dt.date,
     run_id: str,
     now: dt.datetime,
-) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK, {"nirs": nirs}).all()
-    states: dict[str, PersonState] = {}
-    spaces: dict[str, _Space | None] = {}
-    for row in connection.execute(_STATES, {"nirs": nirs}):
-        states[row[0]] = PersonState(
-            EnrolmentState(row[2]) if row[2] else None,
-            as_datetime(row[3]),
-            SpaceState(row[4]) if row[4] else None,
-            SpaceCause(row[5]) if row[5] else None,
-            deceased=row[1] is not None,
-        )
-        created_on = as_date(row[6])
-        spaces[row[0]] = (
-            _Space(SpaceState(row[4]), created_on, SpaceCause(row[5]), as_datetime(row[7]), as_date(row[8]), as_date(row[9]))
-            if row[4] and created_on is not None
-            else None
-        )
-    initial = dict(states)
+) -> _BatchPlan:
+    """Decide (pure): each person's decisions in the order received, through lifecycle.decide; the
+    enrolment and space each person ends with, the decisions applied, the audit rows, the rejections."""
+    plan = _BatchPlan()
+    states = {nir: person.state for nir, person in people.items()}
+    spaces = {nir: person.space for nir, person in people.items()}
     changed_spaces: set[str] = set()
-    last_transition: dict[str, tuple[Transition, dt.datetime]] = {}
-    decided: list[dict[str, Any]] = []
-    rejected: list[inputs.Rejection] = []
-    events: list[AuditEvent] = []
-    assert summary.input_file_id is not None
-    for line_no, reference, nir, event, received_raw, channel in connection.execute(_DECISIONS, {"nirs": nirs}).all():
-        received_at = as_datetime(received_raw)
-        assert received_at is not None
-        state = states[nir]
-        transition = decide(state, DecisionEvent(event), received_at)
+    last_move: dict[str, tuple[Transition, dt.datetime]] = {}
+    for item in pending:
+        state = states[item.nir]
+        transition = decide(state, item.event, item.received_at)
         if transition.quarantined:
             assert transition.reason is not None
-            rejected.append(inputs.Rejection(line_no, transition.reason, transition.why, nir))
+            plan.rejected.append(inputs.Rejection(item.line_no, transition.reason, transition.why, item.nir))
             continue
         assert transition.outcome is not None
-        summary.applied += 1
-        summary.outcomes[transition.outcome] += 1
-        decided.append(
-            {
-                "reference": reference,
-                "nir": nir,
-                "event": event,
-                "received_at": received_at,
-                "channel": channel,
-                "outcome": transition.outcome.value,
-                "input_file_id": summary.input_file_id,
-            }
+        plan.outcomes[transition.outcome] += 1
+        plan.decisions.append(
+            dao.AppliedDecision(
+                item.reference, item.nir, item.event.value, item.received_at, item.channel, transition.outcome.value,
+                input_file_id,
+            )
+        )  # fmt: skip
+        why = (
+            f"{transition.why} (decision {item.reference}: {item.event.value} by {item.channel},"
+            f" received {item.received_at.isoformat()})"
         )
-        why = f"{transition.why} (decision {reference}: {event} by {channel}, received {received_at.isoformat()})"
         if transition.enrolment is not None and transition.enrolment != state.enrolment:
-            events.append(
+            plan.events.append(
                 AuditEvent(
-                    "enrolment", nir, transition.outcome.value, now,
+                    "enrolment", item.nir, transition.outcome.value, now,
                     state.enrolment.value if state.enrolment else None, transition.enrolment.value,
-                    why, run_id, summary.input_file_id,
+                    why, run_id, input_file_id,
                 )
             )  # fmt: skip
-            last_transition[nir] = (transition, received_at)
+            last_move[item.nir] = (transition, item.received_at)
         if transition.space is not None:
-            before = spaces.get(nir)
-            space = _space_after(before, transition.space, received_at, as_of)
-            spaces[nir] = space
-            changed_spaces.add(nir)
+            before = spaces.get(item.nir)
+            space = _space_after(before, transition.space, item.received_at, as_of)
+            spaces[item.nir] = space
+            changed_spaces.add(item.nir)
             if transition.space == SpaceAction.CREATE:
-                summary.spaces_created += 1
-            events.append(
+                plan.spaces_created += 1
+            plan.events.append(
                 AuditEvent(
-                    "space", nir, transition.space.value, now, before.state.value if before else None,
-                    space.state.value, why, run_id, summary.input_file_id,
+                    "space", item.nir, transition.space.value, now, before.state.value if before else None,
+                    space.state.value, why, run_id, input_file_id,
                 )
             )  # fmt: skip
-        states[nir] = after(state, transition)
-    _quarantine(connection, summary, rejected)
-    if decided:
-        connection.execute(
-            text(
-                "INSERT INTO decisions (reference, nir, event, received_at, channel, outcome, input_file_id)"
-                " VALUES (:reference, :nir, :event, :received_at, :channel, :outcome, :input_file_id)"
-                " ON CONFLICT (reference) DO NOTHING"
-            ),
-            decided,
-        )
-    enrolment_updates = [
-        {
-            "nir": nir,
-            "state": states[nir].enrolment.value,  # type: ignore[union-attr]
-            "reason": transition.why,
-            "decided_at": received_at,
-            "now": now,
-        }
-        for nir, (transition, received_at) in last_transition.items()
-        if states[nir].enrolment != initial[nir].enrolment
-    ]
-    if enrolment_updates:
-        connection.execute(
-            text(
-                "UPDATE enrolments SET state = :state, state_reason = :reason, decided_at = :decided_at,"
-                " updated_at = :now WHERE nir = :nir"
-            ),
-            enrolment_updates,
-        )
-    space_rows = []
+        states[item.nir] = after(state, transition)
+    for nir, (transition, received_at) in last_move.items():
+        initial, final = people[nir].state.enrolment, states[nir].enrolment
+        if final != initial:
+            assert initial is not None and final is not None
+            plan.moves.append(dao.EnrolmentMove(nir, initial, final, transition.why, received_at))
     for nir in sorted(changed_spaces):
-        final = spaces[nir]
-        assert final is not None
-        space_rows.append(
-            {
-                "nir": nir,
-                "state": final.state.value,
-                "created_on": final.created_on,
-                "cause": final.cause.value,
-                "closed_at": final.closed_at,
-                "archive_until": final.archive_until,
-                "purge_by": final.purge_by,
-                "run_id": run_id,
-                "now": now,
-            }
-        )
-    if space_rows:
-        connection.execute(
-            text(
-                "INSERT INTO spaces (nir, state, created_on, creation_cause, closed_at, archive_until, purge_by,"
-                " run_id, updated_at)"
-                " VALUES (:nir, :state, :created_on, :cause, :closed_at, :archive_until, :purge_by, :run_id, :now)"
-                " ON CONFLICT (nir) DO UPDATE SET state = excluded.state, created_on = excluded.created_on,"
-                " creation_cause = excluded.creation_cause, closed_at = excluded.closed_at,"
-                " archive_until = excluded.archive_until, purge_by = excluded.purge_by, run_id = excluded.run_id,"
-                " updated_at = excluded.updated_at"
-            ),
-            space_rows,
-        )
-    record_many(connection, events)
+        final_space = spaces[nir]
+        assert final_space is not None
+        initial_space = people[nir].space
+        plan.spaces.append(dao.SpaceWrite(nir, initial_space.state if initial_space else None, final_space))
+    return plan
 
 
-def _space_after(before: _Space | None, action: SpaceAction, received_at: dt.datetime, as_of: dt.date) -> _Space:
-    received_day = received_at.astimezone(PARIS).date()
+def _write_batch(
+    connection: Connection, plan: _BatchPlan, summary: DecisionsSummary, *, run_id: str, now: dt.datetime
+) -> None:
+    """Write: the rejections to quarantine, the rest through enrolment/dao.py; the counts."""
+    _quarantine(connection, summary, plan.rejected)
+    dao.apply_decisions(
+        connection, decisions=plan.decisions, moves=plan.moves, spaces=plan.spaces, events=plan.events,
+        run_id=run_id, now=now,
+    )  # fmt: skip
+    summary.applied += len(plan.decisions)
+    summary.outcomes.update(plan.outcomes)
+    summary.spaces_created += plan.spaces_created
+
+
+def _space_after(
+    before: dao.SpaceRecord | None, action: SpaceAction, received_at: dt.datetime, as_of: dt.date
+) -> dao.SpaceRecord:
+    received_day = business_day(received_at)
     if action == SpaceAction.CREATE:
-        return _Space(SpaceState.ACTIVE, as_of, SpaceCause.ACTIVATION)
+        return dao.SpaceRecord(SpaceState.ACTIVE, as_of, SpaceCause.ACTIVATION)
     assert before is not None, f"{action} of a space that does not exist"
     if action == SpaceAction.CLOSE:
-        return _Space(
+        return dao.SpaceRecord(
             SpaceState.CLOSED, before.created_on, before.cause, received_at,
             add_calendar_months(received_day, ARCHIVE_MONTHS), None,
         )  # fmt: skip
     if action == SpaceAction.PURGE:
-        return _Space(
+        return dao.SpaceRecord(
             SpaceState.PURGE_SCHEDULED, before.created_on, before.cause, before.closed_at or received_at,
             before.archive_until, add_calendar_months(received_day, PURGE_MONTHS),
         )  # fmt: skip
-    return _Space(SpaceState.DELETED, before.created_on, before.cause, received_at, None, None)
+    return dao.SpaceRecord(SpaceState.DELETED, before.created_on, before.cause, received_at, None, None)
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> DecisionsSummary:

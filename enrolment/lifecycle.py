@@ -8,8 +8,18 @@ transitions to the database; space creation (set-based SQL in enrolment/spaces.p
 other way a space appears, and `automatic_creation_due` states its rule for the property tests.
 
 Choices where the domain is silent (README "Enrolment lifecycle"):
-- An opposition from someone planned but not yet reached (no deadline yet), or unreachable, is
-  honoured: it is in time by definition, and they are never re-selected by a later wave.
+- An opposition or an activation received before the person's message was sent is quarantined
+  BEFORE_MESSAGE: the provisional code that lets a person answer travels in that message, so an
+  answer dated earlier is a data error (a wrong NIR, a wrong date) rather than a decision. "Before
+  the message" is: the enrolment is still planned (no message sent yet, or the email failed and
+  its fallback letter is not posted yet), or the answer was received on a day (Paris) before the
+  day the message that reached the person was sent (enrolments.notified_at; that stamp is noon of
+  the send date by convention, so the comparison is by day: an answer on the send day itself is
+  after the message). The source system sends it again once the message is out. Closures and
+  deletions concern a space and are judged by the space alone.
+- An opposition from someone unreachable (no message could reach them, and none is waiting to be
+  sent) is honoured: it is in time (there is no deadline), and they are never re-selected by a
+  later wave. So is their activation.
 - An opposition received on or before the deadline but loaded after the automatic creation (a
   letter scanned late, or decisions intake running while space creation runs) wins: the space is
   withdrawn (state 'deleted') and the person is 'opposed'. A space the person activated
@@ -32,6 +42,7 @@ from mes_rollout.constants import (
     SpaceCause,
     SpaceState,
 )
+from mes_rollout.runday import business_day
 
 
 class SpaceAction(StrEnum):
@@ -50,6 +61,7 @@ class PersonState:
     space: SpaceState | None = None
     space_cause: SpaceCause | None = None
     deceased: bool = False
+    notified_on: dt.date | None = None  # the day (Paris) the message that reached them was sent
 
     @property
     def has_active_space(self) -> bool:
@@ -76,9 +88,17 @@ _OPPOSED = frozenset({EnrolmentState.OPPOSED, EnrolmentState.LATE_OPPOSED})
 
 
 def in_time(state: PersonState, received_at: dt.datetime) -> bool:
-    """On or before the deadline; before any message reached the person there is no deadline yet,
-    and an answer then is in time."""
+    """On or before the deadline; someone no message could reach (unreachable) has no deadline,
+    and their answer is in time."""
     return state.deadline is None or received_at <= state.deadline
+
+
+def before_message(state: PersonState, received_at: dt.datetime) -> bool:
+    """Received before the person's message was sent: still planned, or on a day (Paris) before
+    the send day of the message that reached them."""
+    if state.enrolment == EnrolmentState.PLANNED:
+        return True
+    return state.notified_on is not None and business_day(received_at) < state.notified_on
 
 
 def _quarantine(reason: DecisionReason, why: str) -> Transition:
@@ -91,6 +111,8 @@ def decide(state: PersonState, event: DecisionEvent, received_at: dt.datetime) -
         return _quarantine(DecisionReason.NOT_ENROLLED, "the person is in no wave yet")
     if state.enrolment == EnrolmentState.CANCELLED_DECEASED:
         return _quarantine(DecisionReason.PERSON_DECEASED, "the enrolment was cancelled: the person died")
+    if event in (DecisionEvent.OPPOSITION, DecisionEvent.ACTIVATION) and before_message(state, received_at):
+        return _quarantine(DecisionReason.BEFORE_MESSAGE, f"{event.value} received before the person's message was sent")
     if event == DecisionEvent.OPPOSITION:
         return _opposition(state, received_at)
     if event == DecisionEvent.ACTIVATION:

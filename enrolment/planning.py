@@ -23,12 +23,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from enrolment import dao
 from enrolment.codes import code_hash, notification_id, provisional_code, wave_key
-from enrolment.waves import Wave, load_wave, store_counts
+from enrolment.waves import CohortOutcome, Wave, load_wave
 from enrolment.window import add_calendar_months
 from mes_rollout import bulk
-from mes_rollout.audit import AuditEvent, record
-from mes_rollout.constants import EnrolmentState, WaveState
+from mes_rollout.constants import Channel, EnrolmentState, NotificationStatus, WaveExclusion, WaveState
 from mes_rollout.db import load_query
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,19 @@ def adult_born_by(send_date: dt.date) -> dt.date:
 
 
 def _cohort_params(wave_id: str, send_date: dt.date, recipient_cap: int | None, shard_size: int) -> dict[str, Any]:
+    """The cohort query's parameters: the wave's, and every state, channel, outcome and exclusion
+    reason it writes or compares, bound from their enums."""
     return {
         "wave_id": wave_id,
         "send_date": send_date,
         "adult_born_by": adult_born_by(send_date),
         "recipient_cap": recipient_cap or _NO_CAP,
         "shard_size": max(shard_size, 1),
+        "unreachable_state": EnrolmentState.UNREACHABLE.value,
+        "email": Channel.EMAIL.value,
+        "letter": Channel.LETTER.value,
+        **{f"outcome_{outcome.name.lower()}": outcome.value for outcome in CohortOutcome},
+        **{f"exclusion_{reason.name.lower()}": reason.value for reason in WaveExclusion},
     }
 
 
@@ -62,12 +69,12 @@ def _not_eligible(connection: Connection, wave_id: str, send_date: dt.date) -> d
             "SELECT"
             " SUM(CASE WHEN p.date_deces IS NOT NULL AND p.date_deces <= :send_date THEN 1 ELSE 0 END),"
             " SUM(CASE WHEN (p.date_deces IS NULL OR p.date_deces > :send_date)"
-            "          AND e.nir IS NOT NULL AND e.state <> 'unreachable' THEN 1 ELSE 0 END)"
+            "          AND e.nir IS NOT NULL AND e.state <> :unreachable THEN 1 ELSE 0 END)"
             " FROM persons AS p"
             " JOIN wave_departements AS wd ON wd.wave_id = :wave_id AND wd.departement = p.departement"
             " LEFT JOIN enrolments AS e ON e.nir = p.nir"
         ),
-        {"wave_id": wave_id, "send_date": send_date},
+        {"wave_id": wave_id, "send_date": send_date, "unreachable": EnrolmentState.UNREACHABLE.value},
     ).one()
     return {"deceased": int(row[0] or 0), "already_enrolled": int(row[1] or 0)}
 
@@ -80,19 +87,23 @@ def _selection_counts(rows: list[Any]) -> dict[str, Any]:
     represented = 0
     for outcome, channel, reason, count, recipient_count, represented_count in rows:
         people[outcome] += int(count)
-        if outcome == "notify":
+        if outcome == CohortOutcome.NOTIFY:
             recipients[channel] += int(recipient_count)
             represented += int(represented_count)
-        elif outcome == "excluded":
+        elif outcome == CohortOutcome.EXCLUDED:
             excluded[reason] += int(count)
     return {
         "people": {
-            "to_notify": people["notify"],
-            "unreachable": people["unreachable"],
-            "excluded": people["excluded"],
+            "to_notify": people[CohortOutcome.NOTIFY],
+            "unreachable": people[CohortOutcome.UNREACHABLE],
+            "excluded": people[CohortOutcome.EXCLUDED],
             "told_through_representative": represented,
         },
-        "recipients": {"email": recipients["email"], "letter": recipients["letter"], "total": sum(recipients.values())},
+        "recipients": {
+            "email": recipients[Channel.EMAIL],
+            "letter": recipients[Channel.LETTER],
+            "total": sum(recipients.values()),
+        },
         "excluded": dict(sorted(excluded.items())),
     }
 
@@ -113,11 +124,7 @@ def dry_run_counts(engine: Engine, wave: Wave, *, shard_size: int, run_id: str, 
             _cohort_params(wave.wave_id, wave.send_date, wave.recipient_cap, shard_size),
         ).all()
         counts = {**_header(wave, dry_run=True), **_selection_counts(list(rows)), "not_eligible": not_eligible}
-        store_counts(connection, wave.wave_id, counts, now=now)
-        record(
-            connection,
-            AuditEvent("wave", wave.wave_id, "dry_run_counted", now, None, WaveState.DRY_RUN.value, "dry run", run_id),
-        )
+        dao.record_dry_run_counts(connection, wave.wave_id, counts, run_id=run_id, now=now)
     return counts
 
 
@@ -165,41 +172,16 @@ def _select(
     )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ANALYZE wave_cohort")
-    params = {"wave_id": wave.wave_id, "now": now, "run_id": run_id, "unreachable": EnrolmentState.UNREACHABLE.value}
-    connection.execute(
-        text(
-            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
-            " SELECT :now, 'enrolment', c.nir, 'unreachable',"
-            " (SELECT e.state FROM enrolments AS e WHERE e.nir = c.nir), :unreachable,"
-            " 'wave ' || c.wave_id || ': no usable email nor printable address for the recipient', :run_id"
-            " FROM wave_cohort AS c WHERE c.wave_id = :wave_id AND c.outcome = 'unreachable'"
-        ),
-        params,
-    )
-    connection.execute(
-        text(
-            "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, state_reason, updated_at)"
-            " SELECT nir, wave_id, :unreachable, recipient_nir, reason, :now"
-            " FROM wave_cohort WHERE wave_id = :wave_id AND outcome = 'unreachable'"
-            " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, recipient_nir = excluded.recipient_nir,"
-            " state_reason = excluded.state_reason, updated_at = excluded.updated_at"
-            " WHERE enrolments.state = :unreachable"
-        ),
-        params,
-    )
+    dao.enrol_unreachable(connection, wave.wave_id, run_id=run_id, now=now)
     rows = connection.execute(
         text(f"{_GROUPED} FROM wave_cohort WHERE wave_id = :wave_id GROUP BY outcome, channel, reason"),  # noqa: S608
         {"wave_id": wave.wave_id},
     ).all()
     selection = {**_selection_counts(list(rows)), "not_eligible": not_eligible}
-    store_counts(connection, wave.wave_id, {**_header(wave, dry_run=False), "selection": selection}, now=now)
-    record(
-        connection,
-        AuditEvent(
-            "wave", wave.wave_id, "cohort_selected", now, WaveState.PLANNING.value, WaveState.PLANNING.value,
-            "cohort selected and routed", run_id, details={"people": selection["people"]},
-        ),
-    )
+    dao.record_selection(
+        connection, wave.wave_id, {**_header(wave, dry_run=False), "selection": selection},
+        people=selection["people"], run_id=run_id, now=now,
+    )  # fmt: skip
     log.info("wave %s: cohort selected %s", wave.wave_id, selection["people"])
 
 
@@ -218,26 +200,11 @@ def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str
 _PREVIOUS_STATE = text(
     "UPDATE plan_keys SET previous_state = (SELECT e.state FROM enrolments AS e WHERE e.nir = plan_keys.nir)"
 )
-_ENROL = text(
-    "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, notification_id, updated_at)"
-    " SELECT nir, :wave_id, :planned, recipient_nir, code_hash, notification_id, :now FROM plan_keys WHERE TRUE"
-    " ON CONFLICT (nir) DO UPDATE SET wave_id = excluded.wave_id, state = excluded.state,"
-    " recipient_nir = excluded.recipient_nir, code_hash = excluded.code_hash,"
-    " notification_id = excluded.notification_id, state_reason = NULL, notified_at = NULL,"
-    " opt_out_deadline = NULL, decided_at = NULL, updated_at = excluded.updated_at"
-    " WHERE enrolments.state = :unreachable"
-    " RETURNING nir"
-)
-_AUDIT_PLANNED = text(
-    "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
-    " SELECT :now, 'enrolment', nir, 'planned', previous_state, :planned,"
-    " 'wave ' || :wave_id || ': message ' || notification_id || ' by ' || channel, :run_id FROM plan_keys"
-)
 _NOTIFY = text(
     "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
     " created_at, updated_at)"
-    " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, 'created', :shard,"
-    " CASE WHEN m.channel = 'email' THEN (SELECT r.email FROM persons AS r WHERE r.nir = m.recipient_nir) END,"
+    " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, :created, :shard,"
+    " CASE WHEN m.channel = :email THEN (SELECT r.email FROM persons AS r WHERE r.nir = m.recipient_nir) END,"
     " :now, :now"
     " FROM (SELECT DISTINCT notification_id, recipient_nir, channel FROM plan_keys) AS m WHERE TRUE"
     " ON CONFLICT (notification_id) DO NOTHING"
@@ -266,9 +233,9 @@ def plan_shard(
         cohort = connection.execute(
             text(
                 "SELECT nir, recipient_nir, channel FROM wave_cohort"
-                " WHERE wave_id = :wave_id AND shard = :shard AND outcome = 'notify'"
+                " WHERE wave_id = :wave_id AND shard = :shard AND outcome = :notify"
             ),
-            {"wave_id": wave_id, "shard": shard},
+            {"wave_id": wave_id, "shard": shard, "notify": CohortOutcome.NOTIFY.value},
         ).all()
         ids: dict[str, str] = {}
         staged = []
@@ -284,8 +251,9 @@ def plan_shard(
             "shard": shard,
             "now": now,
             "run_id": run_id,
-            "planned": EnrolmentState.PLANNED.value,
             "unreachable": EnrolmentState.UNREACHABLE.value,
+            "created": NotificationStatus.CREATED.value,
+            "email": Channel.EMAIL.value,
         }
         # Whoever another wave enrolled since the selection (a move between départements while
         # two waves plan) is not this shard's any more: dropped before and, racing, after the upsert.
@@ -293,12 +261,8 @@ def plan_shard(
         connection.execute(
             text("DELETE FROM plan_keys WHERE previous_state IS NOT NULL AND previous_state <> :unreachable"), params
         )
-        enrolled = set(connection.execute(_ENROL, params).scalars())
-        lost = [{"nir": row[0]} for row in staged if row[0] not in enrolled]
-        if lost:
-            connection.execute(text("DELETE FROM plan_keys WHERE nir = :nir"), lost)
         del staged
-        connection.execute(_AUDIT_PLANNED, params)
+        dao.enrol_planned(connection, wave_id, run_id=run_id, now=now)
         connection.execute(_NOTIFY, params)
         people = connection.execute(_MEMBERS, params).rowcount
         by_channel: dict[str, int] = dict(
@@ -309,8 +273,8 @@ def plan_shard(
         result = {
             "shard": shard,
             "people": max(people, 0),
-            "email": int(by_channel.get("email", 0)),
-            "letter": int(by_channel.get("letter", 0)),
+            "email": int(by_channel.get(Channel.EMAIL, 0)),
+            "letter": int(by_channel.get(Channel.LETTER, 0)),
         }
         connection.execute(
             text(
@@ -363,15 +327,7 @@ def summarise(engine: Engine, wave_id: str, *, run_id: str, now: dt.datetime) ->
             "shards": int(expected),
             "selection": selection,
         }
-        store_counts(connection, wave_id, counts, state=WaveState.AWAITING_APPROVAL, now=now)
-        record(
-            connection,
-            AuditEvent(
-                "wave", wave_id, "planned", now, WaveState.PLANNING.value, WaveState.AWAITING_APPROVAL.value,
-                "every shard planned; waiting for approval", run_id,
-                details={"people": counts["people"], "recipients": counts["recipients"]},
-            ),
-        )
+        dao.finish_planning(connection, wave_id, counts, run_id=run_id, now=now)
         return counts
 
 

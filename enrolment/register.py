@@ -7,33 +7,27 @@ who must be known and alive), then merged. A file that cannot be read changes no
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
-import io
 import logging
-import queue
 import re
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 from sqlalchemy import Connection, Engine, text
 
-from mes_rollout import bulk, inputs
+from enrolment.register_columns import nir_numbers, sure_rows
+from enrolment.register_fields import DEPARTEMENTS, EMAIL, OPTIONAL, PERSON_COLUMNS, REQUIRED, STAGED_COLUMNS
+from mes_rollout import bulk, fastload, inputs
 from mes_rollout.arrowcsv import bool_array, int64_array, read_batches, string_array
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
+from mes_rollout.csvfile import check_bytes
 from mes_rollout.db import load_query
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import Nir, NirError, normalise
@@ -41,41 +35,8 @@ from mes_rollout.postal_address import PostalAddress
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("nir", "nom_naissance", "prenoms", "date_naissance", "sexe", "departement")
-OPTIONAL = tuple(column for column in REGISTER_COLUMNS if column not in REQUIRED)
-STAGED_COLUMNS = (
-    "line_no",
-    "nir",
-    "nom_naissance",
-    "nom_usage",
-    "prenom",
-    "prenoms",
-    "date_naissance",
-    "sexe",
-    "lieu_naissance",
-    "email",
-    "adresse_ligne2",
-    "adresse_ligne3",
-    "adresse_ligne4",
-    "adresse_ligne5",
-    "code_postal",
-    "commune",
-    "address_problem",
-    "departement",
-    "nir_representant",
-    "date_deces",
-)
-
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_EMAIL: re.Pattern[str] = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
 _INSEE_PLACE = re.compile(r"^(?:[0-9]{5}|2[AB][0-9]{3})$")
-DEPARTEMENTS: frozenset[str] = frozenset(
-    [f"{n:02d}" for n in range(1, 20)] + [f"{n:02d}" for n in range(21, 96)] + ["2A", "2B"]
-    + [str(n) for n in range(971, 977)]
-)
 _SEX_DIGIT = {"1": "M", "2": "F"}
 
 
@@ -176,7 +137,7 @@ def validate_row(values: dict[str, str | None], as_of: dt.date) -> tuple[dict[st
 
     warnings: list[tuple[str, str]] = []
     email = (values.get("email") or "").strip() or None
-    if email is not None and not _EMAIL.match(email):
+    if email is not None and not EMAIL.match(email):
         warnings.append((RegisterWarning.EMAIL_INVALID, "email dropped: not a valid address"))
         email = None
     address = PostalAddress.from_register(
@@ -219,37 +180,18 @@ def validate_row(values: dict[str, str | None], as_of: dt.date) -> tuple[dict[st
     return person, warnings
 
 
-PERSON_COLUMNS = STAGED_COLUMNS[1:]
 # The register_keys staging table: what the rules over the whole file need, and whether the row
 # went straight into persons (first load) or waits in register_staging.
 KEY_COLUMNS = ("line_no", "nir", "nir_representant", "date_deces", "direct")
 # A row written straight into persons: the person, then its provenance.
 DIRECT_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "updated_at")
 REJECTED_COLUMNS = ("line_no", "nir", "direct")
-# PostgreSQL settings for the intake's transactions: memory for the hash joins of the rules over the
-# whole file and for the index builds of a first load (a million keys: with the server's default
-# 4 MB they spill to disk in dozens of batches), index builds shared with two parallel workers
-# (1.4 s faster on two cores, measured, even beside the rules), and no JIT (its compiling costs
-# more than it saves on these simple, large statements).
-INTAKE_SETTINGS = {
-    "work_mem": "256MB",
-    "maintenance_work_mem": "256MB",
-    "max_parallel_maintenance_workers": "2",
-    "jit": "off",
-}
+# Columns of the staging tables that are not TEXT.
+_STAGING_TYPES = {"line_no": "BIGINT", "direct": "BOOLEAN", "date_naissance": "DATE", "date_deces": "DATE"}
 
 
 def _create_staging(connection: Connection, table: str, columns: tuple[str, ...]) -> None:
-    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-    postgres = connection.dialect.name == "postgresql"
-    types = {
-        "line_no": "BIGINT",
-        "direct": "BOOLEAN" if postgres else "INTEGER",
-        "date_naissance": "DATE" if postgres else "TEXT",
-        "date_deces": "DATE" if postgres else "TEXT",
-    }
-    definition = ", ".join(f"{name} {types.get(name, 'TEXT')}" for name in columns)
-    connection.exec_driver_sql(f"CREATE TEMP TABLE {table} ({definition})")
+    fastload.create_staging(connection, table, columns, _STAGING_TYPES)
 
 
 def _drop_keys(connection: Connection, rejected: list[tuple[int, str]]) -> list[tuple[int, str, bool]]:
@@ -326,41 +268,34 @@ def load_register(
     builds persons' keys and indexes (first load). Then the rows the rules reject leave, and the
     staged rows reach persons: inserted on a first load, upserted by NIR on later loads."""
     path = Path(path)
+    check_bytes(path)  # before any connection: a file with a forbidden byte fails as a whole
     run_id = run_id or f"register-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
-    with engine.begin() as connection, _keys_connection(engine, connection) as keys_connection:
-        load = inputs.begin(connection, FileKind.REGISTER, path, run_id, now)
-        if load.already_loaded:
-            return _summary_of_earlier_load(connection, path, load.input_file_id)
-        input_file_id = load.input_file_id
+    with fastload.FastLoad(engine) as load:
+        connection, keys_connection = load.connection, load.side_connection
+        begun = inputs.begin(connection, FileKind.REGISTER, path, run_id, now)
+        if begun.already_loaded:
+            return _summary_of_earlier_load(connection, path, begun.input_file_id)
+        input_file_id = begun.input_file_id
         summary = IntakeSummary(str(path), input_file_id)
         started = time.perf_counter()
-        header, batches = read_batches(path, REQUIRED, OPTIONAL)
-        first_load = _register_is_empty(connection)
-        rebuild = _make_room(connection) if first_load else None
+        header, batches = read_batches(path, REQUIRED, OPTIONAL, bytes_checked=True)
+        first_load = fastload.is_first_load(connection, "persons")
+        rebuild = fastload.make_room(connection, "persons") if first_load else None
         _create_staging(keys_connection, "register_keys", KEY_COLUMNS)
         _create_staging(connection, "register_staging", STAGED_COLUMNS)
-        stream = _Stream(connection, keys_connection, summary, as_of, header, first_load, [input_file_id, now.isoformat(" ")])
-        try:
-            with _collector_paused():
-                for lines, table in batches:
-                    stream.take(lines, table)
-        except BaseException:
-            stream.abandon()
-            raise
+        stream = _Stream(load, summary, as_of, header, first_load, [input_file_id, now.isoformat(" ")])
+        with fastload.collector_paused():
+            for lines, table in batches:
+                stream.take(lines, table)
         stream.close()
         summary.phase_seconds["read_validate_stage"] = time.perf_counter() - started
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=1) as builder:
-            # On PostgreSQL, persons' keys and indexes are built while the rules run on the other
-            # connection; rows that will leave it (rejected by the rules) are unique by NIR, and
-            # staged rows come in afterwards: building first is safe.
-            building = builder.submit(rebuild) if rebuild is not None and keys_connection is not connection else None
-            rejected, dropped = _set_based_rejections(keys_connection, first_load)
-            if building is not None:
-                building.result()
-            elif rebuild is not None:
-                rebuild()
+        # On PostgreSQL, persons' keys and indexes are built while the rules run on the other
+        # connection; rows that will leave it (rejected by the rules) are unique by NIR, and
+        # staged rows come in afterwards: building first is safe.
+        rejected, dropped = load.beside(rebuild, lambda: _set_based_rejections(keys_connection, first_load))
+        keys_connection.exec_driver_sql("DROP TABLE register_keys")
         summary.phase_seconds["file_rules_and_indexes"] = time.perf_counter() - started
         started = time.perf_counter()
         inputs.quarantine(connection, input_file_id, FileKind.REGISTER, rejected)
@@ -402,98 +337,6 @@ def load_register(
     return summary
 
 
-@contextlib.contextmanager
-def _keys_connection(engine: Engine, connection: Connection) -> Iterator[Connection]:
-    """Where register_keys lives and the rules over the whole file run: on PostgreSQL a second
-    connection (a scratch table; it reads only what is committed, and never persons while a first
-    load rebuilds it), so that the server takes keys and rows in, and runs the rules and the index
-    builds, two at a time; on SQLite the load's own connection. Set up for the intake's statements."""
-    if connection.dialect.name != "postgresql":
-        yield connection
-        connection.exec_driver_sql("DROP TABLE IF EXISTS register_keys")
-        return
-    _set_intake_settings(connection)
-    with engine.connect() as keys_connection:
-        _set_intake_settings(keys_connection)
-        try:
-            yield keys_connection
-        finally:
-            keys_connection.rollback()  # its temporary tables go with it
-
-
-def _set_intake_settings(connection: Connection) -> None:
-    for name, value in INTAKE_SETTINGS.items():
-        connection.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while rows stream: the rows and their fields form no cycles
-    (reference counting frees them), and each batch of lists and dicts would otherwise set off
-    collections that walk every live object."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _register_is_empty(connection: Connection) -> bool:
-    if connection.dialect.name == "postgresql":
-        # Concurrent intakes queue here rather than both taking the first-load path.
-        connection.exec_driver_sql("LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE")
-    return connection.exec_driver_sql("SELECT 1 FROM persons LIMIT 1").first() is None
-
-
-def _secondary_indexes(connection: Connection) -> list[tuple[str, str]]:
-    """The indexes of persons other than its primary key, with the statements that build them."""
-    if connection.dialect.name == "postgresql":
-        query = (
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
-            " AND tablename = 'persons' AND indexname NOT IN"
-            " (SELECT conname FROM pg_constraint WHERE conrelid = 'persons'::regclass)"
-        )
-    else:
-        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'persons' AND sql IS NOT NULL"
-    return [(str(name), str(definition)) for name, definition in connection.exec_driver_sql(query)]
-
-
-def _key_constraints(connection: Connection) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of persons' primary key, then of the foreign keys that reference it."""
-    primary = connection.exec_driver_sql(
-        "SELECT 'persons', conname, pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE conrelid = 'persons'::regclass AND contype = 'p'"
-    ).one()
-    referencing = connection.exec_driver_sql(
-        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE confrelid = 'persons'::regclass AND contype = 'f' ORDER BY 1, 2"
-    ).all()
-    return [(str(table), str(name), str(definition)) for table, name, definition in [primary, *referencing]]
-
-
-def _make_room(connection: Connection) -> Callable[[], None]:
-    """Before a first load: persons' secondary indexes dropped, and on PostgreSQL its primary key
-    with the foreign keys that reference it (all empty when persons is), as PostgreSQL's recipe for
-    populating a table says. Returns what builds them again, once, at the end (same transaction:
-    nothing is seen half-done, and a failure restores them)."""
-    indexes = _secondary_indexes(connection)
-    for name, _definition in indexes:
-        connection.exec_driver_sql(f'DROP INDEX "{name}"')
-    constraints = _key_constraints(connection) if connection.dialect.name == "postgresql" else []
-    if constraints:
-        connection.exec_driver_sql(f'ALTER TABLE persons DROP CONSTRAINT "{constraints[0][1]}" CASCADE')
-
-    def rebuild() -> None:
-        for table, name, definition in constraints:
-            connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        for _name, definition in indexes:
-            connection.exec_driver_sql(definition)
-
-    return rebuild
-
-
 def _insert_staged(connection: Connection, input_file_id: int, now: dt.datetime) -> int:
     """First load: the staged rows that passed the rules are new people."""
     columns = ", ".join(PERSON_COLUMNS)
@@ -519,32 +362,19 @@ def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.date
 
 
 class _SeenNirs:
-    """Which NIRs of the file may have come before: one bit per hash of a NIR (a Bloom filter). A
-    NIR seen before always finds its bit set; a new one finds it set now and then (a hash shared
-    with another NIR), which only sends its row the longer way. So on a first load, at most one row
-    per NIR goes straight into persons, and the rule on duplicates can take it out again by NIR."""
-
-    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+    """Which NIRs of the file may have come before (a Bloom filter of their numbers): on a first
+    load, at most one row per NIR goes straight into persons, and the rule on duplicates can take
+    it out again by NIR."""
 
     def __init__(self, bits: int = 27) -> None:
-        self.table = np.zeros(1 << (bits - 3), np.uint8)
-        self.shift = np.uint64(64 - bits)
+        self.keys = fastload.SeenKeys(bits)
 
     def first_sightings(self, nirs: pa.Array) -> np.ndarray:
         """For each NIR (valid ones), whether it surely appears for the first time, in the file so
         far and earlier in this batch; records them all as seen."""
         if len(nirs) == 0:
             return np.zeros(0, bool)
-        numbers = nir_numbers(nirs)[0].astype(np.uint64)
-        with np.errstate(over="ignore"):
-            hashes = (numbers * self._MULTIPLIER) >> self.shift
-        byte = (hashes >> np.uint64(3)).astype(np.int64)
-        bit = (np.uint8(1) << (hashes & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
-        unseen = (self.table[byte] & bit) == 0
-        first = np.zeros(len(hashes), bool)
-        first[np.unique(hashes, return_index=True)[1]] = True
-        np.bitwise_or.at(self.table, byte, bit)
-        return unseen & first
+        return self.keys.first_sightings(nir_numbers(nirs)[0])
 
 
 def _iso(value: Any) -> str | None:
@@ -560,8 +390,7 @@ class _Stream:
 
     def __init__(
         self,
-        connection: Connection,
-        keys_connection: Connection,
+        load: fastload.FastLoad,
         summary: IntakeSummary,
         as_of: dt.date,
         header: list[str],
@@ -575,13 +404,14 @@ class _Stream:
         self.header = header
         self.seen = _SeenNirs() if first_load else None
         self.provenance = provenance
-        self.writer = _Writer(connection)
-        self.keys_writer = _Writer(keys_connection) if keys_connection is not connection else self.writer
+        self.writer = load.writer(load.connection)
+        self.keys_writer = load.writer(load.side_connection) if load.side_connection is not load.connection else self.writer
+        # Rows for register_staging: on a first load they are few, and each switch between persons
+        # and register_staging ends a COPY and waits for the server.
+        self.staging = fastload.Spool(self.writer, "register_staging", STAGED_COLUMNS, self.FLUSH_ROWS)
         self.direct = 0
         self.rejected: list[inputs.Rejection] = []
         self.warnings: list[dict[str, Any]] = []
-        self.staging: list[pa.Table] = []
-        self.staging_rows = 0
 
     def take(self, lines: np.ndarray, table: pa.Table) -> None:
         summary = self.summary
@@ -595,11 +425,11 @@ class _Stream:
             count = len(rows)
             input_file_id, updated_at = self.provenance
             rows = rows.append_column("input_file_id", int64_array(np.full(count, input_file_id)))
-            rows = rows.append_column("updated_at", _repeated(updated_at, count))
+            rows = rows.append_column("updated_at", fastload.repeated(updated_at, count))
             self.writer.rows("persons", DIRECT_COLUMNS, rows)
             self.direct += count
         if not direct.all():
-            self._stage(staged.filter(bool_array(~direct)))
+            self.staging.add(staged.filter(bool_array(~direct)))
         self._send_keys(staged, direct)
         summary.accepted += len(staged)
         unsure = np.flatnonzero(~sure_mask)
@@ -635,7 +465,7 @@ class _Stream:
                 ],
                 names=list(STAGED_COLUMNS),
             )
-            self._stage(rows)
+            self.staging.add(rows)
             self._send_keys(rows, np.zeros(len(rows), bool))
         summary.accepted += len(staged)
         summary.quarantined += len(self.rejected) - before_rejected
@@ -647,19 +477,6 @@ class _Stream:
         """register_keys rows of staged rows (STAGED_COLUMNS), with whether each went straight in."""
         keys = staged.select(list(KEY_COLUMNS[:-1])).append_column("direct", bool_array(direct))
         self.keys_writer.rows("register_keys", KEY_COLUMNS, keys)
-
-    def _stage(self, rows: pa.Table) -> None:
-        """Rows for register_staging, sent FLUSH_ROWS at a time: on a first load they are few, and
-        each switch between persons and register_staging ends a COPY and waits for the server."""
-        self.staging.append(rows)
-        self.staging_rows += len(rows)
-        if self.staging_rows >= self.FLUSH_ROWS:
-            self._send_staged()
-
-    def _send_staged(self) -> None:
-        if self.staging:
-            self.writer.rows("register_staging", STAGED_COLUMNS, pa.concat_tables(self.staging))
-            self.staging, self.staging_rows = [], 0
 
     def _flush_pending(self) -> None:
         rejected, warnings = self.rejected, self.warnings
@@ -680,20 +497,12 @@ class _Stream:
         self.writer.call(write)
 
     def close(self) -> None:
-        """Everything taken is in the database."""
-        self._send_staged()
+        """Everything taken is in the database (a writer's failure is raised here; the load
+        stops every writer)."""
+        self.staging.flush()
         self._flush_pending()
         self.writer.close()
         self.keys_writer.close()
-
-    def abandon(self) -> None:
-        """Stop writing after a failure (the transaction is rolled back by the caller)."""
-        self.writer.abandon()
-        self.keys_writer.abandon()
-
-
-def _repeated(value: str, count: int) -> pa.Array:
-    return pc.take(string_array([value]), int64_array(np.zeros(count)))
 
 
 def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
@@ -701,100 +510,10 @@ def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
     file does not have)."""
     if header == list(REGISTER_COLUMNS):
         return table
-    empty = _repeated("", len(table))
+    empty = fastload.repeated("", len(table))
     return pa.table(
         [table.column(name) if name in header else empty for name in REGISTER_COLUMNS], names=list(REGISTER_COLUMNS)
     )
-
-
-class _Writer:
-    """Where rows go while a file streams. On PostgreSQL a thread of its own sends them through
-    COPY (CSV), one COPY per table until rows of another table or a statement come, so that the
-    server takes a batch in while the next is read and checked; on SQLite, executemany in turn.
-    The caller's thread does not use the connection until `close` returns."""
-
-    _QUEUE_BATCHES = 6
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.postgres = connection.dialect.name == "postgresql"
-        self.error: BaseException | None = None
-        if self.postgres:
-            self.queue: queue.Queue[tuple[str, tuple[str, ...], pa.Table] | Callable[[Connection], None] | None]
-            self.queue = queue.Queue(maxsize=self._QUEUE_BATCHES)
-            self.thread = threading.Thread(target=self._run, name="register-writer", daemon=True)
-            self.thread.start()
-
-    def rows(self, table: str, columns: tuple[str, ...], rows: pa.Table) -> None:
-        if len(rows) == 0:
-            return
-        if not self.postgres:
-            bulk.insert_rows(self.connection, table, columns, zip(*[column.to_pylist() for column in rows.columns], strict=True))
-            return
-        self._put((table, columns, rows))
-
-    def call(self, work: Callable[[Connection], None]) -> None:
-        """Run `work` on the connection, in turn with the rows."""
-        if not self.postgres:
-            work(self.connection)
-            return
-        self._put(work)
-
-    def _put(self, item: tuple[str, tuple[str, ...], pa.Table] | Callable[[Connection], None]) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(item)
-
-    def close(self) -> None:
-        if self.postgres:
-            self.queue.put(None)
-            self.thread.join()
-            if self.error is not None:
-                raise self.error
-
-    def abandon(self) -> None:
-        if self.postgres and self.thread.is_alive():
-            self.error = self.error or RuntimeError("register intake failed")
-            self.queue.put(None)
-            self.thread.join()
-
-    def _run(self) -> None:
-        raw = self.connection.connection.driver_connection
-        assert raw is not None
-        copying: tuple[str, contextlib.ExitStack, Any] | None = None
-        options = pcsv.WriteOptions(include_header=False)
-        try:
-            while (item := self.queue.get()) is not None:
-                if self.error is not None:
-                    continue  # drain: the caller stops at its next put
-                if callable(item):
-                    if copying is not None:
-                        copying[1].close()
-                        copying = None
-                    item(self.connection)
-                    continue
-                table, columns, rows = item
-                if copying is None or copying[0] != table:
-                    if copying is not None:
-                        copying[1].close()
-                    stack = contextlib.ExitStack()
-                    cursor = stack.enter_context(raw.cursor())  # type: ignore[attr-defined]
-                    copy = stack.enter_context(cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"))
-                    copying = (table, stack, copy)
-                buffer = io.BytesIO()
-                pcsv.write_csv(rows, buffer, options)
-                copying[2].write(buffer.getbuffer())
-            if copying is not None and self.error is None:
-                copying[1].close()
-                copying = None
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-            self.error = error
-            while self.queue.get() is not None:
-                pass
-        finally:
-            if copying is not None:
-                with contextlib.suppress(Exception):
-                    copying[1].__exit__(RuntimeError, RuntimeError("register intake failed"), None)
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> IntakeSummary:
@@ -803,8 +522,3 @@ def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: 
         str(path), input_file_id, earlier.read, earlier.accepted, earlier.quarantined, earlier.warnings,
         already_loaded=True, reasons=earlier.reasons,
     )
-
-
-# The column check reads its patterns from this module, so it is imported once this module's names
-# exist (here, at load time: loading a file does not pay for the import).
-from enrolment.register_columns import nir_numbers, sure_rows  # noqa: E402

@@ -19,11 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from enrolment.register import _EMAIL, DEPARTEMENTS, PERSON_COLUMNS
+from enrolment.register_fields import DEPARTEMENTS, EMAIL, PERSON_COLUMNS
 from mes_rollout.arrowcsv import bool_array, int64_array, string_array
 from mes_rollout.contracts import REGISTER_COLUMNS
-from mes_rollout.postal_address import _KEPT_CHARACTER as _PRINTABLE_KEPT
-from mes_rollout.postal_address import _POSTCODE_AREA as _PRINTABLE_AREA
+from mes_rollout.postal_address import KEPT_CHARACTER, POSTCODE_AREA
 
 # Characters a name may hold unchanged: no whitespace of any kind (Python's str.split splits on
 # more than ASCII spaces: NBSP, U+2028...); printable ASCII, Latin-1, Latin Extended. Quotes,
@@ -52,9 +51,9 @@ _DATE = (
 _PLACE = r"^(?:[0-9]{5}|2[AB][0-9]{3})?$"
 _POSTCODE = r"^(?:[0-9]{5})?$"
 # The postal address's own patterns (RE2 reads them as Python's re does).
-_POSTCODE_AREA = _PRINTABLE_AREA.pattern
-_KEPT_CHARACTER = _PRINTABLE_KEPT.pattern
-_EMAIL_OR_NOTHING = rf"^(?:{_EMAIL.pattern[1:-1]})?$"
+_POSTCODE_AREA = POSTCODE_AREA.pattern
+_KEPT_CHARACTER = KEPT_CHARACTER.pattern
+_EMAIL_OR_NOTHING = rf"^(?:{EMAIL.pattern[1:-1]})?$"
 _SEPARATOR = "\x01"
 # Made once, when the module loads (making a pyarrow scalar loads pandas, a third of a second).
 _NULL_STRING = pa.scalar(None, pa.string())

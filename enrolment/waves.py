@@ -1,7 +1,8 @@
-"""Waves: the operator's request, the wave row and its states, approval and rejection.
+"""Waves: the operator's request, the wave row as read, and the outcomes of a wave's cohort.
 
 planning -> awaiting_approval -> approved | rejected; a dry run is a wave row in state dry_run
 (counted only: nothing is written for the people), which a real run of the same id may take over.
+Every write of a wave (its registration, counts, approval, rejection) is in enrolment/dao.py.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from enrolment.register import DEPARTEMENTS
-from mes_rollout.audit import AuditEvent, record
-from mes_rollout.constants import EnrolmentState, NotificationStatus, WaveState
+from mes_rollout.constants import WaveState
 from mes_rollout.db import as_date
 
 WAVE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -27,6 +28,22 @@ _WAVE_ID = re.compile(WAVE_ID_PATTERN)
 
 class WaveRequestError(ValueError):
     """The operator's request cannot be planned as given (the message says why)."""
+
+
+class CohortOutcome(StrEnum):
+    """What the wave's selection did with a person (wave_cohort.outcome)."""
+
+    NOTIFY = "notify"  # told in this wave, by email or letter, directly or through a representative
+    UNREACHABLE = "unreachable"  # no usable email nor printable address for the recipient
+    EXCLUDED = "excluded"  # left out with a WaveExclusion reason (wave_cohort.reason)
+
+
+def clean_wave_id(value: object) -> str:
+    """The wave id of a request or a run's Params, stripped and checked: the one place that does it."""
+    wave_id = str(value or "").strip()
+    if not _WAVE_ID.match(wave_id):
+        raise WaveRequestError(f"wave id {wave_id!r} must match {WAVE_ID_PATTERN}")
+    return wave_id
 
 
 def departement_order(code: str) -> tuple[int, str]:
@@ -49,9 +66,7 @@ class WaveRequest:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], logical_day: dt.date) -> WaveRequest:
         """From the DAG's Params (or the CLI); the send date defaults to the run's logical day."""
-        wave_id = str(params.get("wave_id") or "").strip()
-        if not _WAVE_ID.match(wave_id):
-            raise WaveRequestError(f"wave id {wave_id!r} must match {WAVE_ID_PATTERN}")
+        wave_id = clean_wave_id(params.get("wave_id"))
         raw = params.get("departements") or []
         if isinstance(raw, str):
             raw = raw.split(",")
@@ -132,172 +147,3 @@ def load_wave(connection: Connection, wave_id: str) -> Wave | None:
         _counts(row.counts),
         row.decided_by,
     )
-
-
-def register_wave(connection: Connection, request: WaveRequest, *, run_id: str, now: dt.datetime) -> Wave:
-    """Record the wave (or find it again on a re-run). A wave id is unique: a real wave cannot be
-    asked for again with other parameters; a dry run's id can be taken over by the real run."""
-    existing = load_wave(connection, request.wave_id)
-    params = {
-        "wave_id": request.wave_id,
-        "departements": ",".join(request.departements),
-        "send_date": request.send_date,
-        "cap": request.recipient_cap,
-        "dry_run": request.dry_run,
-        "state": (WaveState.DRY_RUN if request.dry_run else WaveState.PLANNING).value,
-        "run_id": run_id,
-        "now": now,
-    }
-    if existing is not None and existing.state != WaveState.DRY_RUN:
-        if request.dry_run:
-            raise WaveRequestError(f"wave {request.wave_id} is already {existing.state}: a dry run comes before")
-        same = (existing.departements, existing.send_date, existing.recipient_cap) == (
-            request.departements,
-            request.send_date,
-            request.recipient_cap,
-        )
-        if not same:
-            raise WaveRequestError(
-                f"wave id {request.wave_id} is already used with other parameters"
-                f" ({','.join(existing.departements)}, {existing.send_date}, cap {existing.recipient_cap})"
-            )
-        return existing
-    if existing is None:
-        connection.execute(
-            text(
-                "INSERT INTO waves (wave_id, departements, send_date, recipient_cap, dry_run, state, run_id,"
-                " created_at, updated_at) VALUES (:wave_id, :departements, :send_date, :cap, :dry_run, :state,"
-                " :run_id, :now, :now)"
-            ),
-            params,
-        )
-    else:
-        connection.execute(
-            text(
-                "UPDATE waves SET departements = :departements, send_date = :send_date, recipient_cap = :cap,"
-                " dry_run = :dry_run, state = :state, run_id = :run_id, counts = NULL, updated_at = :now"
-                " WHERE wave_id = :wave_id AND state = 'dry_run'"
-            ),
-            params,
-        )
-    connection.execute(text("DELETE FROM wave_departements WHERE wave_id = :wave_id"), params)
-    connection.execute(
-        text("INSERT INTO wave_departements (wave_id, departement) VALUES (:wave_id, :departement)"),
-        [{"wave_id": request.wave_id, "departement": code} for code in request.departements],
-    )
-    record(
-        connection,
-        AuditEvent(
-            "wave",
-            request.wave_id,
-            "dry_run_requested" if request.dry_run else "planning_started",
-            now,
-            existing.state.value if existing else None,
-            str(params["state"]),
-            f"départements {params['departements']}, send date {request.send_date}, cap {request.recipient_cap}",
-            run_id,
-        ),
-    )
-    wave = load_wave(connection, request.wave_id)
-    assert wave is not None
-    return wave
-
-
-def store_counts(
-    connection: Connection, wave_id: str, counts: dict[str, Any], *, state: WaveState | None = None, now: dt.datetime
-) -> None:
-    connection.execute(
-        text(
-            "UPDATE waves SET counts = :counts, state = COALESCE(:state, state), updated_at = :now"
-            " WHERE wave_id = :wave_id"
-        ),
-        {
-            "counts": json.dumps(counts, sort_keys=True),
-            "state": state.value if state else None,
-            "now": now,
-            "wave_id": wave_id,
-        },
-    )
-
-
-def approve(
-    connection: Connection, wave_id: str, *, by: str, comment: str, run_id: str, now: dt.datetime
-) -> bool:
-    """awaiting_approval -> approved: the sending DAG takes the wave's created notifications."""
-    moved = connection.execute(
-        text(
-            "UPDATE waves SET state = 'approved', decided_by = :by, decided_at = :now, decision_comment = :comment,"
-            " updated_at = :now WHERE wave_id = :wave_id AND state = 'awaiting_approval'"
-        ),
-        {"wave_id": wave_id, "by": by, "comment": comment, "now": now},
-    ).rowcount
-    if moved:
-        record(
-            connection,
-            AuditEvent(
-                "wave", wave_id, "approved", now, WaveState.AWAITING_APPROVAL.value, WaveState.APPROVED.value,
-                f"approved by {by}" + (f": {comment}" if comment else ""), run_id,
-            ),
-        )
-    return bool(moved)
-
-
-def reject(
-    connection: Connection, wave_id: str, *, by: str, comment: str, run_id: str, now: dt.datetime
-) -> dict[str, int]:
-    """awaiting_approval -> rejected: its messages are cancelled and its people released (their
-    enrolment rows deleted, audited), so that a later wave can take them."""
-    moved = connection.execute(
-        text(
-            "UPDATE waves SET state = 'rejected', decided_by = :by, decided_at = :now, decision_comment = :comment,"
-            " updated_at = :now WHERE wave_id = :wave_id AND state = 'awaiting_approval'"
-        ),
-        {"wave_id": wave_id, "by": by, "comment": comment, "now": now},
-    ).rowcount
-    if not moved:
-        return {"cancelled_notifications": 0, "released_people": 0}
-    params = {
-        "wave_id": wave_id,
-        "now": now,
-        "run_id": run_id,
-        "reason": f"wave {wave_id} rejected by {by}",
-        "created": NotificationStatus.CREATED.value,
-        "cancelled": NotificationStatus.CANCELLED.value,
-        "planned": EnrolmentState.PLANNED.value,
-        "unreachable": EnrolmentState.UNREACHABLE.value,
-    }
-    connection.execute(
-        text(
-            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
-            " SELECT :now, 'notification', notification_id, 'cancelled', status, :cancelled, :reason, :run_id"
-            " FROM notifications WHERE wave_id = :wave_id AND status = :created"
-        ),
-        params,
-    )
-    cancelled = connection.execute(
-        text(
-            "UPDATE notifications SET status = :cancelled, status_detail = :reason, updated_at = :now"
-            " WHERE wave_id = :wave_id AND status = :created"
-        ),
-        params,
-    ).rowcount
-    connection.execute(
-        text(
-            "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id)"
-            " SELECT :now, 'enrolment', nir, 'released', state, NULL, :reason, :run_id"
-            " FROM enrolments WHERE wave_id = :wave_id AND state IN (:planned, :unreachable)"
-        ),
-        params,
-    )
-    released = connection.execute(
-        text("DELETE FROM enrolments WHERE wave_id = :wave_id AND state IN (:planned, :unreachable)"), params
-    ).rowcount
-    record(
-        connection,
-        AuditEvent(
-            "wave", wave_id, "rejected", now, WaveState.AWAITING_APPROVAL.value, WaveState.REJECTED.value,
-            f"rejected by {by}" + (f": {comment}" if comment else ""), run_id,
-            details={"cancelled_notifications": cancelled, "released_people": released},
-        ),
-    )
-    return {"cancelled_notifications": max(cancelled, 0), "released_people": max(released, 0)}

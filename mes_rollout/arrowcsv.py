@@ -60,6 +60,7 @@ def read_batches(
     *,
     allow_extra: bool = False,
     block_bytes: int = 4 << 20,
+    bytes_checked: bool = False,
 ) -> tuple[list[str], Iterator[Batch]]:
     """The header, and the rows in batches `(lines, table)`: the same rows as `read_records`.
 
@@ -73,14 +74,15 @@ def read_batches(
     order within a batch (sort by `lines` if needed), but every row of a batch comes after every
     row of the batches before it.
 
-    The header's errors are raised by this call, the rows' while iterating: the `InputFileError`
-    read_records raises on the same file (same path, line and problem). Memory holds a few blocks
-    (and the longest record), never the whole file.
+    The header's errors (and a forbidden byte anywhere: `csvfile.check_bytes`, skipped if the
+    caller has run it, `bytes_checked`) are raised by this call, the rows' while iterating: the
+    `InputFileError` read_records raises on the same file (same path, line and problem). Memory
+    holds a few blocks (and the longest record), never the whole file.
     """
     if block_bytes < 1:
         raise ValueError(f"block_bytes must be 1 or more, not {block_bytes}")
     path = Path(path)
-    header, records = read_records(path, required, optional, allow_extra=allow_extra)
+    header, records = read_records(path, required, optional, allow_extra=allow_extra, bytes_checked=bytes_checked)
     return header, _batches(path, header, records, block_bytes)
 
 

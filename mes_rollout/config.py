@@ -67,7 +67,7 @@ class Settings:
     # owner-only by default; a deployment that needs a group sets 0640 (folders follow: 0750).
     file_mode: int = 0o600
     # Time limits: one database statement, one SMTP exchange, a sender's claim on a message.
-    statement_timeout_seconds: int = 900
+    statement_timeout_seconds: int = 3600
     smtp_timeout_seconds: int = 60
     send_lease_seconds: int = 600
 
@@ -125,7 +125,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             validation_chunk_documents=int(env.get("MES_VALIDATION_CHUNK_DOCUMENTS", "25000")),
             max_document_bytes=int(env.get("MES_MAX_DOCUMENT_BYTES", str(256 * 1024 * 1024))),
             file_mode=_file_mode(env.get("MES_FILE_MODE", "0600")),
-            statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "900")),
+            statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "3600")),
             smtp_timeout_seconds=int(env.get("MES_SMTP_TIMEOUT", "60")),
             send_lease_seconds=int(env.get("MES_SEND_LEASE", "600")),
         )

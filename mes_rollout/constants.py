@@ -273,7 +273,7 @@ class DecisionChannel(StrEnum):
 class DecisionOutcome(StrEnum):
     """What an accepted decision did (decisions.outcome)."""
 
-    OPPOSED = "opposed"  # opposition on or before the deadline (or before any message reached them)
+    OPPOSED = "opposed"  # opposition on or before the deadline (or, unreachable, with no deadline)
     LATE_OPPOSED = "late_opposed"  # opposition after the deadline, before a space existed
     WITHDRAWN = "withdrawn"  # opposition in time, loaded after the automatic creation: the space is withdrawn
     ACTIVATED = "activated"  # the space was created at once

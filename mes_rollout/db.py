@@ -8,6 +8,7 @@ processes at once (PostgreSQL takes an advisory lock, SQLite a write lock).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -87,11 +88,12 @@ def dialect_of(url: str) -> str:
 
 def make_engine(url: str | None = None) -> Engine:
     """A new engine for the URL (default: MES_DATABASE_URL or the embedded SQLite file)."""
-    url = url or load_settings().database_url
+    settings = load_settings()
+    url = url or settings.database_url
     if dialect_of(url) == "sqlite":
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private_file(Path(path), settings.file_mode, settings.dir_mode)
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -113,7 +115,20 @@ def make_engine(url: str | None = None) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    # Every statement has a time limit: a run blocked on a lock or a runaway plan fails visibly.
+    timeout_ms = settings.statement_timeout_seconds * 1000
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c statement_timeout={timeout_ms}"})
+
+
+def _create_private_file(path: Path, file_mode: int, dir_mode: int) -> None:
+    """Create the SQLite database file (and its folder) owner-only before SQLite opens it: SQLite
+    gives its -wal and -shm files the database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=dir_mode)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode))
+    except FileExistsError:
+        return
 
 
 @lru_cache(maxsize=8)

@@ -20,8 +20,9 @@ MAX_LINE_LENGTH = 38
 _POSTCODE = re.compile(r"^[0-9]{5}$")
 # Postcode areas that exist: départements 01-95 (Corsica keeps 20 in its postcodes, 200xx-206xx),
 # the overseas départements 971-976 (Saint-Barthélemy and Saint-Martin use 971xx), and Monaco and
-# the Pacific collectivities served by La Poste (980, 986-988).
-_POSTCODE_AREA = re.compile(r"^(?:0[1-9]|1[0-9]|20[0-6]|2[1-9]|[3-8][0-9]|9[0-5]|97[1-6]|98[0678])")
+# the Pacific collectivities served by La Poste (980, 986-988). Public, as KEPT_CHARACTER: the
+# register's column check (enrolment/register_columns.py) runs the same patterns in RE2.
+POSTCODE_AREA = re.compile(r"^(?:0[1-9]|1[0-9]|20[0-6]|2[1-9]|[3-8][0-9]|9[0-5]|97[1-6]|98[0678])")
 _LIGATURES = str.maketrans({"Œ": "OE", "œ": "oe", "Æ": "AE", "æ": "ae", "ß": "ss"})
 # Everything but capitals, digits, spaces and the slash ("BAT A/ESC 2") becomes a space.
 _NOT_KEPT = re.compile(r"[^A-Z0-9/ ]+")
@@ -29,7 +30,7 @@ _NOT_KEPT = re.compile(r"[^A-Z0-9/ ]+")
 # longer: outside Latin-1, ligatures, fractions, and ß (capital SS). Without them a line never grows.
 _MAY_GROW = re.compile(r"[^\x20-\x7e\xa0-\xff]|[ßÆæ¼½¾]")
 # A letter or digit that survives normalisation (× and ÷ do not).
-_KEPT_CHARACTER = re.compile(r"[0-9A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\xff]")
+KEPT_CHARACTER = re.compile(r"[0-9A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\xff]")
 
 # La Poste's standard abbreviations of street types and common words, applied only when a line is
 # too long, longest words first (the words are compared once normalised: capitals, no accents).
@@ -153,11 +154,11 @@ class PostalAddress:
         postcode = self.postcode_clean
         locality = self.locality or ""
         present = [line for line in self.lines if line]
-        if not (_POSTCODE.match(postcode) and _POSTCODE_AREA.match(postcode)):
+        if not (_POSTCODE.match(postcode) and POSTCODE_AREA.match(postcode)):
             return False
-        if len(postcode) + 1 + len(locality) > MAX_LINE_LENGTH or not _KEPT_CHARACTER.search(locality):
+        if len(postcode) + 1 + len(locality) > MAX_LINE_LENGTH or not KEPT_CHARACTER.search(locality):
             return False
-        if not any(_KEPT_CHARACTER.search(line) for line in present):
+        if not any(KEPT_CHARACTER.search(line) for line in present):
             return False
         if any(len(line) > MAX_LINE_LENGTH for line in present):
             return False
@@ -177,7 +178,7 @@ class PostalAddress:
             found.append(NO_POSTCODE)
         elif not _POSTCODE.match(self.postcode_clean):
             found.append(POSTCODE_NOT_FIVE_DIGITS)
-        elif not _POSTCODE_AREA.match(self.postcode_clean):
+        elif not POSTCODE_AREA.match(self.postcode_clean):
             found.append(POSTCODE_UNKNOWN_AREA)
         if not self.locality_clean:
             found.append(NO_LOCALITY)

@@ -10,7 +10,7 @@
   run, and `QualityGateStopped` is raised (the Airflow task fails).
 - commit: batch by batch, one transaction each, the decisions become outcomes, migrated documents,
   one dmp_migrations row per DMP and audit rows. The store is synced before the first commit.
-  On PostgreSQL two batches commit at once (COMMIT_CONNECTIONS): a batch's work is all in the
+  On PostgreSQL two batches commit at once (`connections`): a batch's work is all in the
   database, and one backend leaves the second core idle (20 000 documents: 0.70 s -> 0.55 s).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +28,7 @@ from sqlalchemy import Connection, Engine, text
 
 from mes_rollout import audit
 from mes_rollout.bulk import insert_rows
-from mes_rollout.constants import DocumentOutcome, MigrationBatchState, MigrationRunState
+from mes_rollout.constants import DocumentOutcome, MigrationBatchState, MigrationRunState, SpaceState
 from mes_rollout.db import as_date, as_datetime, load_query
 from migration.content import CopyJob, CopyResult, copy_one
 from migration.rules import Decision, Person, SourceDmp, SourceDocument, classify_space, finish_chains
@@ -37,16 +36,6 @@ from migration.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
-PERSONS_PER_BATCH = int(os.environ.get("MES_MIGRATION_BATCH_PERSONS", "500"))
-# One copying thread, beside the main thread that reads and decides the next batch: content comes
-# from the page cache and goes to it, so more threads do not wait on the disk, they contend in the
-# kernel (directory and inode-allocation locks). Measured on 2 cores, copying 20 000 documents:
-# 1 thread 13 000/s, 2 10 500/s, 4 9 500/s, 6 7 400/s; classifying 200 000: 1 thread 18.9 s,
-# 2 threads 24.0 s, 4 threads 33.4 s. Raise it for a store that waits on the network.
-CONTENT_WORKERS = int(os.environ.get("MES_MIGRATION_CONTENT_WORKERS", "1"))
-# Batches committed at once on PostgreSQL (one connection each; batches hold disjoint persons and
-# DMPs, so their transactions never wait on each other). SQLite has one writer: one at a time.
-COMMIT_CONNECTIONS = int(os.environ.get("MES_MIGRATION_COMMIT_CONNECTIONS", "2"))
 _ABANDONED_WRITE_SECONDS = 3600.0
 # A run in one of these states was interrupted (or is under way): it is resumed, not planned anew.
 UNFINISHED_STATES = (
@@ -140,8 +129,8 @@ def plan_run(
     logical_date: dt.date,
     *,
     threshold: float,
+    persons_per_batch: int,
     dag_run_id: str | None = None,
-    persons_per_batch: int | None = None,
 ) -> RunPlan:
     """Resume the run still under way, or take on the DMPs waiting for migration in a new run."""
     now = _now()
@@ -172,7 +161,13 @@ def plan_run(
         )
         connection.execute(
             text(load_query("migration_plan_scope.sql")),
-            {"run_id": run_id, "as_of": logical_date, "persons_per_batch": persons_per_batch or PERSONS_PER_BATCH},
+            {
+                "run_id": run_id,
+                "as_of": logical_date,
+                "persons_per_batch": persons_per_batch,
+                "active": SpaceState.ACTIVE.value,
+                **{state.value: state.value for state in UNFINISHED_STATES},
+            },
         )
         connection.execute(text(load_query("migration_plan_batches.sql")), {"run_id": run_id, "now": now})
         _analyze(connection, "migration_run_dmps", "migration_batches")
@@ -269,13 +264,24 @@ def _read_batch(engine: Engine, run_id: str, batch_no: int, as_of: dt.date) -> l
 
 
 def classify_run(
-    engine: Engine, store: DocumentStore, run_id: str, *, as_of: dt.date, workers: int | None = None
+    engine: Engine, store: DocumentStore, run_id: str, *, as_of: dt.date, workers: int, max_document_bytes: int
 ) -> dict[str, int]:
-    """Decide every document of the run's batches not classified yet; content copied and verified."""
+    """Decide every document of the run's batches not classified yet; content copied and verified
+    on `workers` threads, a document above `max_document_bytes` held back unread."""
     store.sweep_abandoned(_ABANDONED_WRITE_SECONDS)
     pending = _batches(engine, run_id, MigrationBatchState.PLANNED)
     counts: Counter[str] = Counter()
-    workers = workers or CONTENT_WORKERS
+    # One copying thread by default (settings.migration_content_workers), beside the main thread
+    # that reads and decides the next batch: content comes from the page cache and goes to it, so
+    # more threads do not wait on the disk, they contend in the kernel (directory and
+    # inode-allocation locks). Measured on 2 cores, copying 20 000 documents: 1 thread 13 000/s,
+    # 2 10 500/s, 4 9 500/s, 6 7 400/s; classifying 200 000: 1 thread 18.9 s, 2 threads 24.0 s,
+    # 4 threads 33.4 s. Raise it for a store that waits on the network.
+    workers = max(1, workers)
+
+    def copy_part(part: list[CopyJob]) -> list[CopyResult]:
+        return [copy_one(store, job, max_bytes=max_document_bytes) for job in part]
+
     with ThreadPoolExecutor(workers, thread_name_prefix="dmp-content") as pool:
 
         def prepare(batch_no: int) -> _PreparedBatch:
@@ -288,7 +294,7 @@ def classify_run(
             ]
             step = max(16, len(jobs) // (workers * 4) + 1)
             copies = [
-                pool.submit(lambda part: [copy_one(store, job) for job in part], jobs[start : start + step])
+                pool.submit(copy_part, jobs[start : start + step])
                 for start in range(0, len(jobs), step)
             ]
             return _PreparedBatch(batch_no, decided, to_copy, copies)
@@ -402,8 +408,9 @@ def check_gate(engine: Engine, run_id: str, threshold: float | None = None) -> G
     raise QualityGateStopped(run_id, f"migration run {run_id} stopped by the quality gate: {result.explain()}")
 
 
-def commit_run(engine: Engine, store: DocumentStore, run_id: str) -> dict[str, int]:
-    """Commit the classified batches, one transaction each; the store is synced before the first."""
+def commit_run(engine: Engine, store: DocumentStore, run_id: str, *, connections: int) -> dict[str, int]:
+    """Commit the classified batches, one transaction each, `connections` at once on PostgreSQL;
+    the store is synced before the first."""
     with engine.begin() as connection:
         state = run_state(connection, run_id)
         if state not in (MigrationRunState.CLASSIFIED, MigrationRunState.COMMITTING, MigrationRunState.COMMITTED):
@@ -412,7 +419,10 @@ def commit_run(engine: Engine, store: DocumentStore, run_id: str) -> dict[str, i
             set_run_state(connection, run_id, MigrationRunState.COMMITTING)
     store.flush()
     pending = _batches(engine, run_id, MigrationBatchState.CLASSIFIED)
-    connections = COMMIT_CONNECTIONS if engine.dialect.name == "postgresql" else 1
+    # One connection per batch committing at once (settings.migration_commit_connections): batches
+    # hold disjoint persons and DMPs, so their transactions never wait on each other. SQLite has one
+    # writer: one at a time.
+    connections = connections if engine.dialect.name == "postgresql" else 1
     if connections > 1 and len(pending) > 1:
         with ThreadPoolExecutor(connections, thread_name_prefix="dmp-commit") as pool:
             committed = sum(pool.map(lambda batch_no: _commit_batch(engine, run_id, batch_no), pending))

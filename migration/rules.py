@@ -12,7 +12,10 @@ Precedence, first match wins (a document gets one outcome and one reason):
    DATE_IN_FUTURE, DATE_BEFORE_BIRTH.
 5. Its replacement chain: CHAIN_CYCLE, CHAIN_MISSING_LINK (a `replaces` naming an entry not in
    the DMP), CHAIN_FORK (two versions replace the same one). Every version is held back.
-6. Its content (checked while copying, `migration.content`): CONTENT_MISSING, SIZE_MISMATCH,
+6. Its content (checked while copying, `migration.content`): CONTENT_TOO_LARGE (declared or on
+   disk above MES_MAX_DOCUMENT_BYTES), CONTENT_MISSING (also an empty or absolute path, or one
+   climbing out of the extract with ..), CONTENT_LINK (the file or a folder on its path is a
+   symbolic link), CONTENT_NOT_REGULAR (a FIFO, device, socket or folder), SIZE_MISMATCH,
    HASH_MISMATCH.
 7. A chain is carried whole: when any version is held back by 4 or 6, the others are held back
    CHAIN_VERSION_HELD_BACK.

@@ -2,7 +2,9 @@
 
 `DocumentStore` is the small interface the migration uses; `FolderStore` is the embedded default
 (a folder, `settings.document_store_dir`). An object store can replace it by configuration
-(MES_DOCUMENT_STORE_URL) without the migration changing.
+(`settings.document_store_url`, MES_DOCUMENT_STORE_URL) without the migration changing. Documents
+are health data: their files are created with `settings.file_mode` (default 0600) in folders of
+`settings.dir_mode` (0700), whatever the process's umask.
 
 Content is only ever visible under its key once complete and verified. Checked against the size
 and SHA-1 the DMP gave, it is written to a file that has no name yet (`O_TMPFILE`, in the key's
@@ -36,6 +38,7 @@ from urllib.parse import urlparse
 
 from mes_rollout.config import ConfigError, Settings
 from mes_rollout.constants import HoldBackReason
+from mes_rollout.files import create_private
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _BLOCK = 1 << 20
@@ -60,6 +63,22 @@ class SizeMismatch(ContentError):
 
 class HashMismatch(ContentError):
     reason = HoldBackReason.HASH_MISMATCH
+
+
+class ContentOutside(ContentError):
+    reason = HoldBackReason.CONTENT_OUTSIDE_EXTRACT
+
+
+class ContentLink(ContentError):
+    reason = HoldBackReason.CONTENT_LINK
+
+
+class ContentNotRegular(ContentError):
+    reason = HoldBackReason.CONTENT_NOT_REGULAR
+
+
+class ContentTooLarge(ContentError):
+    reason = HoldBackReason.CONTENT_TOO_LARGE
 
 
 def content_key(content: bytes) -> str:
@@ -107,11 +126,14 @@ class FolderStore:
     path works on strings (os.path), not pathlib: it runs once per document.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, file_mode: int = 0o600, dir_mode: int = 0o700) -> None:
         self.root = Path(root)
         self._root = str(self.root)
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self._temp = self.root / _TEMP_FOLDER
-        self._temp.mkdir(parents=True, exist_ok=True)
+        self._make_folder(self._root)
+        self._make_folder(str(self._temp))
         self._temp_prefix = os.path.join(str(self._temp), f"{os.getpid()}-{uuid.uuid4().hex[:8]}-")
         self._sequence = itertools.count()
         self._made: set[str] = set()
@@ -174,12 +196,13 @@ class FolderStore:
         """Write verified content to a nameless file in its key's folder, then name it."""
         folder = self._folder(key)
         try:
-            descriptor = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            descriptor = os.open(folder, os.O_TMPFILE | os.O_WRONLY, self.file_mode)
         except OSError as error:
             if error.errno in _NO_TMPFILE_ERRORS:
                 raise _NoTmpFile() from error
             raise
         try:
+            os.fchmod(descriptor, self.file_mode)  # the mode set, not what the umask leaves of it
             with memoryview(content) as view:
                 written = 0
                 while written < len(view):
@@ -203,7 +226,7 @@ class FolderStore:
         if self._already_there(target, len(content)):
             return
         temporary = self._temporary()
-        with open(temporary, "wb") as out:
+        with self._create(temporary) as out:
             out.write(content)
         self._move_into_place(temporary, key, target)
 
@@ -211,15 +234,28 @@ class FolderStore:
         prefix = key[:_FAN_OUT]
         folder = os.path.join(self._root, prefix)
         if prefix not in self._made:
-            os.makedirs(folder, exist_ok=True)
+            self._make_folder(folder)
             self._made.add(prefix)
         return folder
+
+    def _make_folder(self, folder: str) -> None:
+        """Create a folder of the store with its mode (one made before is left as it is)."""
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        try:
+            os.mkdir(folder, self.dir_mode)
+        except FileExistsError:
+            return
+        os.chmod(folder, self.dir_mode)
+
+    def _create(self, path: str) -> BinaryIO:
+        """A new file of the store's mode, open for writing."""
+        return os.fdopen(create_private(Path(path), self.file_mode), "wb")
 
     def _put_streamed(self, first: bytes, stream: BinaryIO, sha1: str, size: int) -> str:
         sha1_digest, sha256_digest, total = hashlib.sha1(), hashlib.sha256(), 0
         temporary = self._temporary()
         try:
-            with open(temporary, "wb") as out:
+            with self._create(temporary) as out:
                 block = first
                 while block:
                     total += len(block)
@@ -228,7 +264,8 @@ class FolderStore:
                     sha1_digest.update(block)
                     sha256_digest.update(block)
                     out.write(block)
-                    block = stream.read(_BLOCK)
+                    # Never more than size + 1 bytes in all: enough to see the content is too long.
+                    block = stream.read(min(_BLOCK, size + 1 - total))
             if total != size:
                 raise SizeMismatch()
             if sha1_digest.hexdigest() != sha1:
@@ -299,12 +336,15 @@ def _sync_file_system(path: Path) -> None:
     os.sync()
 
 
-def open_store(settings: Settings, url: str | None = None) -> DocumentStore:
-    """The store configuration names: MES_DOCUMENT_STORE_URL (file:///path), default the settings' folder."""
-    url = url if url is not None else os.environ.get("MES_DOCUMENT_STORE_URL", "")
+def open_store(settings: Settings) -> DocumentStore:
+    """The store the settings name: `document_store_url` (MES_DOCUMENT_STORE_URL, file:///path),
+    by default the folder `document_store_dir`."""
+    url = settings.document_store_url
     if not url:
-        return FolderStore(settings.document_store_dir)
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return FolderStore(Path(parsed.path))
-    raise ConfigError(f"MES_DOCUMENT_STORE_URL: no document store for scheme {parsed.scheme!r} (file:// only)")
+        root = settings.document_store_dir
+    else:
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            raise ConfigError(f"MES_DOCUMENT_STORE_URL: no document store for scheme {parsed.scheme!r} (file:// only)")
+        root = Path(parsed.path)
+    return FolderStore(root, file_mode=settings.file_mode, dir_mode=settings.dir_mode)

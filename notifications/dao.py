@@ -1,7 +1,9 @@
 """Queries of the notifications, notification_members and sending_attempts tables.
 
 Every status change is guarded by the status (and attempt) it comes from, so that two writers
-cannot both move a message, and is written to the audit trail in the same transaction.
+cannot both move a message, and is written to the audit trail in the same transaction. A message
+in `sending` is held by one sender's claim (`claimed_by`) until its lease ends (`lease_until`):
+no other sender takes it before then.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from notifications import statuses
 from notifications.render import Member
 
 _ID_CHUNK = 500
+_AUDIT_ENTITY = "notification"
+_STATUS_CHANGED = "status_changed"
 Status = NotificationStatus
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A sender's claim: who holds the messages it claims (unique per sender) and until when."""
+
+    claim_id: str
+    until: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -64,25 +76,25 @@ def audit_moves(
     """The same audit row for many messages, set-based (the hot path: one statement per 500)."""
     query = text(
         "INSERT INTO audit_trail (occurred_at, entity, entity_id, action, from_state, to_state, reason, run_id,"
-        " input_file_id) SELECT :now, 'notification', notification_id, :action, :from_state, :to_state, :reason,"
+        " input_file_id) SELECT :now, :entity, notification_id, :action, :from_state, :to_state, :reason,"
         " :run_id, :input_file_id FROM notifications WHERE notification_id IN :ids"
     ).bindparams(bindparam("ids", expanding=True))
     params = {
-        "now": now, "action": action, "from_state": from_state, "to_state": to_state, "reason": reason,
+        "now": now, "entity": _AUDIT_ENTITY, "action": action, "from_state": from_state, "to_state": to_state, "reason": reason,
         "run_id": run_id, "input_file_id": input_file_id,
     }
     for part in chunked(list(notification_ids)):
         connection.execute(query, {**params, "ids": list(part)})
 
 
-def _pending_sql(*, with_shard: bool, claimed_before: bool) -> str:
+def _pending_sql(connection: Connection, *, with_shard: bool) -> str:
     sql = load_query("notifications_pending_emails.sql")
-    extra = ""
-    if with_shard:
-        extra += " AND n.shard = :shard"
-    if claimed_before:
-        extra += " AND n.claimed_at < :claimed_before"
-    return sql.replace("/* more conditions */", extra)
+    sql = sql.replace("/* more conditions */", " AND n.shard = :shard" if with_shard else "")
+    if connection.dialect.name == "postgresql":
+        # Rows another sender's open claim transaction holds are passed over, not waited for.
+        # SQLite needs nothing: its one writer (BEGIN IMMEDIATE) runs the claims one after another.
+        sql += "\nFOR UPDATE OF n SKIP LOCKED"
+    return sql
 
 
 _SENDING_PAGE_CACHE_KIB = 16_384
@@ -136,10 +148,12 @@ def pending_emails(
     status: NotificationStatus,
     after_id: str,
     limit: int,
+    now: dt.datetime,
     shard: int | None = None,
-    claimed_before: dt.datetime | None = None,
 ) -> list[PendingMessage]:
-    """The next emails of a status (created: to send; sending: cut short by a crash), by id."""
+    """The next emails of a status that no live sender holds (created: to send; sending: their
+    sender's lease passed at `now`), by id. On PostgreSQL the rows stay locked until the end of
+    the caller's transaction, which claims them."""
     params: dict[str, object] = {
         "email": Channel.EMAIL.value,
         "status": status.value,
@@ -147,12 +161,11 @@ def pending_emails(
         "logical_date": logical_date,
         "after_id": after_id,
         "limit": limit,
+        "now": now,
     }
     if shard is not None:
         params["shard"] = shard
-    if claimed_before is not None:
-        params["claimed_before"] = claimed_before
-    sql = _pending_sql(with_shard=shard is not None, claimed_before=claimed_before is not None)
+    sql = _pending_sql(connection, with_shard=shard is not None)
     rows = connection.execute(text(sql), params).all()
     members = members_of(connection, [row.notification_id for row in rows])
     return [
@@ -192,9 +205,11 @@ def claim_for_sending(
     send_date: dt.date,
     now: dt.datetime,
     run_id: str,
+    lease: Lease,
 ) -> list[PendingMessage]:
-    """created/sending -> sending with one more attempt (notifications.attempts), before the relay
-    sees the message. Returns the messages this call claimed (a row another writer moved is left)."""
+    """created/sending -> sending with one more attempt (notifications.attempts), held by `lease`,
+    before the relay sees the message. Returns the messages this call claimed (a row another
+    writer moved is left: the attempt count is the fence)."""
     groups: dict[tuple[str, int], list[str]] = {}
     for message in messages:
         groups.setdefault((message.status, message.attempts), []).append(message.notification_id)
@@ -202,7 +217,8 @@ def claim_for_sending(
         statuses.check(Status(from_status), Status.SENDING)
     query = text(
         "UPDATE notifications SET status = :sending, attempts = attempts + 1,"
-        " send_date = COALESCE(send_date, :send_date), claimed_at = :now, updated_at = :now"
+        " send_date = COALESCE(send_date, :send_date), claimed_at = :now, claimed_by = :claim_id,"
+        " lease_until = :lease_until, updated_at = :now"
         f" WHERE notification_id IN :ids AND {by_key(connection, 'status')} = :from_status"  # noqa: S608
         " AND attempts = :attempts RETURNING notification_id"
     ).bindparams(bindparam("ids", expanding=True))
@@ -219,6 +235,8 @@ def claim_for_sending(
                         "send_date": send_date,
                         "now": now,
                         "sending": Status.SENDING.value,
+                        "claim_id": lease.claim_id,
+                        "lease_until": lease.until,
                     },
                 ).scalars()
             )
@@ -227,7 +245,7 @@ def claim_for_sending(
         audit_moves(
             connection,
             [m.notification_id for m in claimed if m.status == from_status],
-            "status_changed",
+            _STATUS_CHANGED,
             from_state=from_status,
             to_state=Status.SENDING.value,
             reason=None,
@@ -235,6 +253,27 @@ def claim_for_sending(
             run_id=run_id,
         )
     return claimed
+
+
+_HELD = (
+    "UPDATE notifications SET lease_until = :until"
+    " WHERE channel = :email AND status = :sending AND claimed_by = :claim_id"
+)
+
+
+def renew_lease(connection: Connection, lease: Lease) -> int:
+    """Extend to `lease.until` the lease of every message the claim still holds in `sending`
+    (those waiting for a connection or for their retry); returns how many."""
+    return connection.execute(
+        text(_HELD),
+        {"until": lease.until, "email": Channel.EMAIL.value, "sending": Status.SENDING.value, "claim_id": lease.claim_id},
+    ).rowcount
+
+
+def release_lease(connection: Connection, claim_id: str, now: dt.datetime) -> int:
+    """A sender that stops gives up what it still holds: the next sender takes it over at once
+    instead of waiting for the lease to pass. Returns how many messages it gave up."""
+    return renew_lease(connection, Lease(claim_id, now))
 
 
 @dataclass(frozen=True)
@@ -320,7 +359,7 @@ def transition(
                     },
                 ).scalars().all()
                 audit_moves(
-                    connection, rows, "status_changed", from_state=source.value, to_state=to_status.value,
+                    connection, rows, _STATUS_CHANGED, from_state=source.value, to_state=to_status.value,
                     reason=reason, now=now, run_id=run_id, input_file_id=input_file_id,
                 )
                 moved += rows
@@ -333,10 +372,15 @@ def sending_due(connection: Connection, day: dt.date) -> bool:
         connection.execute(
             text(
                 "SELECT 1 FROM notifications n JOIN waves w ON w.wave_id = n.wave_id"
-                " WHERE w.state = 'approved' AND w.send_date <= :day AND n.status IN ('created', 'sending')"
+                " WHERE w.state = :approved AND w.send_date <= :day AND n.status IN (:created, :sending)"
                 " LIMIT 1"
             ),
-            {"day": day},
+            {
+                "day": day,
+                "approved": WaveState.APPROVED.value,
+                "created": Status.CREATED.value,
+                "sending": Status.SENDING.value,
+            },
         ).first()
         is not None
     )

@@ -1,7 +1,7 @@
 """What follows a message that did not reach its people: a letter instead of a failed email, the
 unreachable state after a returned letter, and a new message once the register brings a channel.
 
-The enrolment side owns the window (enrolment.window); this module only calls it.
+The enrolment side owns the window and every enrolment write (enrolment.dao); this module only calls it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 
 from enrolment import codes
-from enrolment.window import mark_unreachable, suspend_window
+from enrolment import dao as enrolment_dao
 from mes_rollout import audit as audit_trail
 from mes_rollout.constants import (
     Channel,
@@ -113,12 +113,12 @@ def email_failed(
             ),
         )
     for row in recipients:
-        suspend_window(connection, row.notification_id, reason, run_id=run_id, now=now)
+        enrolment_dao.suspend_window(connection, row.notification_id, reason, run_id=run_id, now=now)
         if row.date_deces is None and printable_address(row):
             if queue_letter(connection, row, replaces=row.notification_id, run_id=run_id, now=now):
                 summary.letters_queued += 1
         else:
-            mark_unreachable(
+            enrolment_dao.mark_unreachable(
                 connection, row.notification_id, UnreachableReason.EMAIL_FAILED_NO_ADDRESS, run_id=run_id, now=now
             )
             summary.unreachable_messages += 1
@@ -161,7 +161,7 @@ def queue_letter(connection: Connection, failed: Any, *, replaces: str, run_id: 
         text("INSERT INTO notification_members (notification_id, nir) VALUES (:id, :nir)"),
         [{"id": letter_id, "nir": nir} for nir in people],
     )
-    _point_enrolments_at(connection, letter_id, people)
+    enrolment_dao.point_at_letter(connection, letter_id, people)
     audit_trail.record(
         connection,
         audit_trail.AuditEvent(
@@ -170,15 +170,6 @@ def queue_letter(connection: Connection, failed: Any, *, replaces: str, run_id: 
         ),
     )
     return True
-
-
-def _point_enrolments_at(connection: Connection, notification_id: str, nirs: Sequence[str]) -> None:
-    # enrolments.notification_id names the message that now tells each person (the enrolment
-    # side cancels it if everyone it is for dies before it goes).
-    connection.execute(
-        text("UPDATE enrolments SET notification_id = :id WHERE nir = :nir"),
-        [{"id": notification_id, "nir": nir} for nir in nirs],
-    )
 
 
 def letter_returned(
@@ -197,7 +188,9 @@ def letter_returned(
             run_id=run_id, input_file_id=input_file_id,
         ),
     )
-    return mark_unreachable(connection, notification_id, UnreachableReason.LETTER_RETURNED, run_id=run_id, now=now)
+    return enrolment_dao.mark_unreachable(
+        connection, notification_id, UnreachableReason.LETTER_RETURNED, run_id=run_id, now=now
+    )
 
 
 def renotify_reachable(
@@ -250,29 +243,8 @@ def renotify_reachable(
             text("INSERT INTO notification_members (notification_id, nir) VALUES (:id, :nir)"),
             [{"id": new_id, "nir": nir} for nir in nirs],
         )
-        _point_enrolments_at(connection, new_id, nirs)
-        params = [
-            {"nir": nir, "planned": EnrolmentState.PLANNED.value, "unreachable": EnrolmentState.UNREACHABLE.value,
-             "now": now}
-            for nir in nirs
-        ]
-        connection.execute(
-            text(
-                "UPDATE enrolments SET state = :planned, state_reason = NULL, updated_at = :now"
-                " WHERE nir = :nir AND state = :unreachable"
-            ),
-            params,
-        )
-        audit_trail.record_many(
-            connection,
-            (
-                audit_trail.AuditEvent(
-                    "enrolment", nir, "renotified", now, from_state=EnrolmentState.UNREACHABLE.value,
-                    to_state=EnrolmentState.PLANNED.value, reason=f"new {channel.value} {new_id}",
-                    run_id=run_id,
-                )
-                for nir in nirs
-            ),
+        enrolment_dao.renotify(
+            connection, new_id, nirs, reason=f"new {channel.value} {new_id}", run_id=run_id, now=now
         )
         audit_trail.record(
             connection,

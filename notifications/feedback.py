@@ -1,7 +1,8 @@
 """feedback.csv: what became of each message (relay delivery reports, La Poste returns).
 
 A line moves its message as notifications.statuses.TRANSITIONS allows (anything else is
-quarantined IMPOSSIBLE_TRANSITION):
+quarantined IMPOSSIBLE_TRANSITION; a line dated after the end of the load's logical day, Paris
+time, is quarantined OCCURRED_IN_FUTURE):
 
     email  sending | sent             -> delivered          (from sending: the window starts now)
     email  sending | sent | delivered -> permanent_failure  (address bounced: letter instead)
@@ -27,7 +28,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from enrolment.window import start_windows
+from enrolment.dao import start_windows
+from enrolment.window import end_of_day
 from mes_rollout import inputs
 from mes_rollout.config import OptOutWindow
 from mes_rollout.constants import FeedbackReason, FeedbackStatus, FileKind, NotificationStatus
@@ -42,6 +44,7 @@ REQUIRED = ("notification_id", "status", "occurred_at")
 OPTIONAL = ("detail",)
 CHUNK_ROWS = 5_000
 Status = NotificationStatus
+
 
 @dataclass
 class FeedbackSummary:
@@ -89,7 +92,8 @@ class _Line:
         return hashlib.sha256(f"{self.notification_id}|{self.status.value}|{stamp}".encode()).hexdigest()
 
 
-def parse_line(row: Row) -> _Line:
+def parse_line(row: Row, latest: dt.datetime) -> _Line:
+    """The line of a row, or RowRejected with a reason. `latest`: the end of the load's logical day."""
     values = row.values
     missing = [column for column in REQUIRED if not (values.get(column) or "").strip()]
     if missing:
@@ -107,6 +111,8 @@ def parse_line(row: Row) -> _Line:
         raise RowRejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at is not an ISO 8601 timestamp") from None
     if occurred_at.tzinfo is None:
         raise RowRejected(FeedbackReason.BAD_TIMESTAMP, "occurred_at has no offset")
+    if occurred_at > latest:
+        raise RowRejected(FeedbackReason.OCCURRED_IN_FUTURE, "occurred_at is after the day of the load")
     return _Line(row.line_no, (values["notification_id"] or "").strip(), status, occurred_at, values.get("detail"))
 
 
@@ -115,10 +121,11 @@ def load_feedback(
     path: Path,
     *,
     window: OptOutWindow,
+    as_of: dt.date,
     run_id: str | None = None,
     now: dt.datetime | None = None,
 ) -> FeedbackSummary:
-    """Apply one feedback file; the whole file or nothing."""
+    """Apply one feedback file; the whole file or nothing. `as_of` is the load's logical day."""
     path = Path(path)
     run_id = run_id or f"feedback-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
@@ -130,7 +137,7 @@ def load_feedback(
         summary = FeedbackSummary(str(path), input_file_id)
         dao.refresh_planner_statistics(connection)
         for chunk in chunks(read_rows(path, REQUIRED, OPTIONAL), CHUNK_ROWS):
-            _apply_chunk(connection, chunk, summary, window=window, run_id=run_id, now=now)
+            _apply_chunk(connection, chunk, summary, window=window, latest=end_of_day(as_of), run_id=run_id, now=now)
         inputs.finish(
             connection,
             input_file_id,
@@ -156,8 +163,8 @@ _KNOWN_KEYS = text("SELECT event_key FROM feedback_events WHERE event_key IN :ke
 
 
 def _apply_chunk(
-    connection: Connection, chunk: list[Row], summary: FeedbackSummary, *, window: OptOutWindow, run_id: str,
-    now: dt.datetime,
+    connection: Connection, chunk: list[Row], summary: FeedbackSummary, *, window: OptOutWindow,
+    latest: dt.datetime, run_id: str, now: dt.datetime,
 ) -> None:
     assert summary.input_file_id is not None
     summary.read += len(chunk)
@@ -165,7 +172,7 @@ def _apply_chunk(
     lines: list[_Line] = []
     for row in chunk:
         try:
-            lines.append(parse_line(row))
+            lines.append(parse_line(row, latest))
         except RowRejected as rejection:
             key = (row.values.get("notification_id") or "").strip() or None
             rejected.append(inputs.Rejection(row.line_no, rejection.reason, str(rejection), key))

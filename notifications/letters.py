@@ -4,9 +4,13 @@ created -> printed (the batch's files are written, print_batch set) -> posted (t
 the print provider: the letters' windows start) -> returned (feedback: NPAI). A letter whose
 address cannot be printed is cancelled and its people left unreachable, with the reasons.
 
-A batch is written to a temporary name, then renamed, then recorded: a crash before the record
-leaves the letters `created`, and the re-run writes the same batch again, byte for byte (same
-letters in the same order, same batch number, reportlab's invariant mode).
+A batch is first claimed in the database (its number and its letters, under a lease, in one
+transaction whose letters a concurrent run skips), then written under temporary names of its own,
+renamed, and recorded: two runs at once never write the same batch. A crash before the record
+leaves the letters `created` and claimed; once the claim's lease has passed, the next run writes
+the same batch again, byte for byte (same letters in the same order, same batch number,
+reportlab's invariant mode). The files are written with settings.file_mode in folders of
+settings.dir_mode: they hold names and addresses.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import datetime as dt
 import io
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +29,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from enrolment.codes import wave_key
-from enrolment.window import mark_unreachable, start_windows
+from enrolment.dao import mark_unreachable, start_windows
 from mes_rollout.config import Settings
 from mes_rollout.constants import Channel, NotificationStatus, PrintBatchState, UnreachableReason, WaveState
 from mes_rollout.csvfile import file_sha256
-from mes_rollout.db import load_query
+from mes_rollout.db import as_date, load_query
+from mes_rollout.files import create_private, private_folder, write_private
 from mes_rollout.postal_address import MAX_LINES, PostalAddress
 from notifications import dao
 from notifications.fallback import address_of
@@ -68,36 +74,71 @@ def batch_id_for(print_date: dt.date, sequence: int) -> str:
     return f"{print_date:%Y%m%d}-{sequence:04d}"
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A print batch this run holds: its number, its letters, the day it is dated."""
+
+    batch_id: str
+    print_date: dt.date
+    sequence: int
+    letters: list[_PendingLetter]
+
+
 def print_letters(
     engine: Engine, settings: Settings, *, logical_date: dt.date, run_id: str, batch_size: int = BATCH_SIZE
 ) -> PrintSummary:
-    """Print every due letter, in batches of at most `batch_size`, dated the run's logical date."""
+    """Print every due letter, in batches of at most `batch_size`, dated the run's logical date;
+    first the batches a dead run claimed and never finished (their lease passed), written again
+    as they were claimed. Two runs at once each write their own batches."""
     summary = PrintSummary()
     keys: dict[str, bytes] = {}
-    after: tuple[int, str] = (-1, "")
+    printer = f"{run_id}/{uuid.uuid4().hex}"  # this run's claims
+    lease = dt.timedelta(seconds=settings.send_lease_seconds)
     with engine.begin() as connection:
         dao.refresh_planner_statistics(connection)
+    while (claim := _take_over_abandoned(engine, printer, lease)) is not None:
+        if claim.letters:
+            _write_and_record(engine, settings, claim, keys, printer, run_id)
+            summary.batches.append(claim.batch_id)
+            summary.letters_printed += len(claim.letters)
+    after: tuple[int, str] = (-1, "")
     while True:
-        with engine.connect() as connection:
-            pending = _pending(connection, logical_date, after, batch_size)
-        if not pending:
-            return summary
-        after = (pending[-1].shard, pending[-1].notification_id)
-        printable = [p for p in pending if not p.address_returned and p.address.is_printable]
-        unprintable = [p for p in pending if p not in printable]
-        if unprintable:
-            with engine.begin() as connection:
+        with engine.begin() as connection:
+            pending = _pending(connection, logical_date, batch_size, after=after)
+            if not pending:
+                return summary
+            after = (pending[-1].shard, pending[-1].notification_id)
+            printable = [p for p in pending if not p.address_returned and p.address.is_printable]
+            unprintable = [p for p in pending if p not in printable]
+            if unprintable:
                 _cancel_unprintable(connection, unprintable, run_id)
-            summary.not_printable += len(unprintable)
-        if printable:
-            batch_id = _write_and_record_batch(engine, settings, printable, keys, logical_date, run_id)
-            summary.batches.append(batch_id)
-            summary.letters_printed += len(printable)
+                summary.not_printable += len(unprintable)
+            claim = _claim_batch(connection, printable, logical_date, printer, _now() + lease) if printable else None
+        if claim is not None:
+            _write_and_record(engine, settings, claim, keys, printer, run_id)
+            summary.batches.append(claim.batch_id)
+            summary.letters_printed += len(claim.letters)
 
 
-def _pending(connection: Connection, logical_date: dt.date, after: tuple[int, str], limit: int) -> list[_PendingLetter]:
+def _pending(
+    connection: Connection, logical_date: dt.date, limit: int, *, after: tuple[int, str] = (-1, ""),
+    batch_id: str | None = None,
+) -> list[_PendingLetter]:
+    """The next letters no batch has claimed, after `after` (locked on PostgreSQL), or the
+    letters claimed by `batch_id`."""
+    sql = load_query("notifications_pending_letters.sql")
+    if batch_id is None:
+        sql = sql.replace(
+            "/* which letters */",
+            "AND n.print_batch IS NULL AND (n.shard, n.notification_id) > (:after_shard, :after_id)",
+        )
+        if connection.dialect.name == "postgresql":
+            # Letters a concurrent run is claiming are passed over (SQLite: one writer at a time).
+            sql += "\nFOR UPDATE OF n SKIP LOCKED"
+    else:
+        sql = sql.replace("/* which letters */", "AND n.print_batch = :batch_id")
     rows = connection.execute(
-        text(load_query("notifications_pending_letters.sql")),
+        text(sql),
         {
             "letter": Channel.LETTER.value,
             "created": Status.CREATED.value,
@@ -105,6 +146,7 @@ def _pending(connection: Connection, logical_date: dt.date, after: tuple[int, st
             "logical_date": logical_date,
             "after_shard": after[0],
             "after_id": after[1],
+            "batch_id": batch_id,
             "limit": limit,
         },
     ).all()
@@ -141,29 +183,102 @@ def _cancel_unprintable(connection: Connection, letters: list[_PendingLetter], r
             )
 
 
-def _write_and_record_batch(
-    engine: Engine,
-    settings: Settings,
-    letters: list[_PendingLetter],
-    keys: dict[str, bytes],
-    logical_date: dt.date,
-    run_id: str,
-) -> str:
-    with engine.connect() as connection:
-        sequence = 1 + int(
-            connection.execute(
-                text("SELECT COALESCE(MAX(sequence), 0) FROM print_batches WHERE print_date = :day"),
-                {"day": logical_date},
-            ).scalar_one()
+_NEXT_SEQUENCE = text(
+    "SELECT COALESCE(MAX(sequence), 0) + 1 FROM ("
+    " SELECT sequence FROM print_batches WHERE print_date = :day"
+    " UNION ALL SELECT sequence FROM print_batch_claims WHERE print_date = :day) AS taken"
+)
+_CLAIM_NUMBER = text(
+    "INSERT INTO print_batch_claims (batch_id, print_date, sequence, claimed_by, lease_until, claimed_at)"
+    " VALUES (:batch_id, :day, :sequence, :printer, :until, :now)"
+    " ON CONFLICT DO NOTHING RETURNING batch_id"
+)
+
+
+def _claim_batch(
+    connection: Connection, letters: list[_PendingLetter], print_date: dt.date, printer: str, until: dt.datetime
+) -> _Claim:
+    """The next batch number of the day and these (locked) letters, claimed in the caller's
+    transaction, before any file is written."""
+    now = _now()
+    while True:
+        # A number another run claims at the same moment loses the insert (ON CONFLICT): take the next.
+        sequence = int(connection.execute(_NEXT_SEQUENCE, {"day": print_date}).scalar_one())
+        batch_id = batch_id_for(print_date, sequence)
+        claimed = connection.execute(
+            _CLAIM_NUMBER,
+            {"batch_id": batch_id, "day": print_date, "sequence": sequence, "printer": printer, "until": until,
+             "now": now},
+        ).first()
+        if claimed is not None:
+            break
+    ids = [letter.notification_id for letter in letters]
+    for part in dao.chunked(ids):
+        connection.execute(
+            text(
+                "UPDATE notifications SET print_batch = :batch, send_date = :day"
+                " WHERE notification_id = :id AND status = :created AND print_batch IS NULL"
+            ),
+            [{"batch": batch_id, "day": print_date, "id": i, "created": Status.CREATED.value} for i in part],
         )
-    batch_id = batch_id_for(logical_date, sequence)
-    folder = settings.print_dir / batch_id
-    folder.mkdir(parents=True, exist_ok=True)
-    pdf_path, manifest_path = folder / f"{batch_id}.pdf", folder / f"{batch_id}-manifest.csv"
-    pages = write_batch_files(pdf_path, manifest_path, batch_id, letters, keys, settings, logical_date)
+    return _Claim(batch_id, print_date, sequence, letters)
+
+
+_WHOLE_BATCH = 1 << 31  # a claimed batch is read whole, whatever the batch size of the run that claimed it
+
+
+def _take_over_abandoned(engine: Engine, printer: str, lease: dt.timedelta) -> _Claim | None:
+    """A batch claimed by a run whose lease passed and never recorded, now claimed by this run
+    (None: there is none). Its letters are the ones it claimed, in the same order."""
+    now = _now()
+    with engine.begin() as connection:
+        for batch_id, print_date, sequence in connection.execute(
+            text(
+                "SELECT c.batch_id, c.print_date, c.sequence FROM print_batch_claims c"
+                " WHERE c.lease_until < :now"
+                " AND NOT EXISTS (SELECT 1 FROM print_batches b WHERE b.batch_id = c.batch_id)"
+                " ORDER BY c.print_date, c.sequence"
+            ),
+            {"now": now},
+        ).all():
+            taken = connection.execute(
+                text(
+                    "UPDATE print_batch_claims SET claimed_by = :printer, lease_until = :until"
+                    " WHERE batch_id = :batch_id AND lease_until < :now"
+                ),
+                {"printer": printer, "until": now + lease, "batch_id": batch_id, "now": now},
+            ).rowcount
+            if taken != 1:
+                continue  # another run took it over first
+            day = as_date(print_date)
+            assert day is not None
+            letters = _pending(connection, day, _WHOLE_BATCH, batch_id=batch_id)
+            if not letters:  # its letters were cancelled meanwhile: nothing to print under that number
+                connection.execute(text("DELETE FROM print_batch_claims WHERE batch_id = :b"), {"b": batch_id})
+            log.info("print batch %s: taken over from a run that did not finish it", batch_id)
+            return _Claim(batch_id, day, int(sequence), letters)
+    return None
+
+
+def _write_and_record(
+    engine: Engine, settings: Settings, claim: _Claim, keys: dict[str, bytes], printer: str, run_id: str
+) -> None:
+    folder = private_folder(settings.print_dir / claim.batch_id, settings.dir_mode)
+    pdf_path, manifest_path = folder / f"{claim.batch_id}.pdf", folder / f"{claim.batch_id}-manifest.csv"
+    try:
+        pages = write_batch_files(pdf_path, manifest_path, claim.batch_id, claim.letters, keys, settings, claim.print_date)
+    except BaseException:
+        _release(engine, claim, printer)
+        raise
     pdf_sha, manifest_sha = file_sha256(pdf_path), file_sha256(manifest_path)
     now = _now()
     with engine.begin() as connection:
+        held = connection.execute(
+            text("UPDATE print_batch_claims SET lease_until = :now WHERE batch_id = :batch AND claimed_by = :printer"),
+            {"now": now, "batch": claim.batch_id, "printer": printer},
+        ).rowcount
+        if held != 1:
+            raise RuntimeError(f"print batch {claim.batch_id}: the claim passed to another run while writing")
         connection.execute(
             text(
                 "INSERT INTO print_batches (batch_id, print_date, sequence, letters, pages, pdf_path, pdf_sha256,"
@@ -172,10 +287,10 @@ def _write_and_record_batch(
                 " :run_id, :now, :now)"
             ),
             {
-                "id": batch_id,
-                "day": logical_date,
-                "sequence": sequence,
-                "letters": len(letters),
+                "id": claim.batch_id,
+                "day": claim.print_date,
+                "sequence": claim.sequence,
+                "letters": len(claim.letters),
                 "pages": pages,
                 "pdf": str(pdf_path),
                 "pdf_sha": pdf_sha,
@@ -186,27 +301,30 @@ def _write_and_record_batch(
                 "now": now,
             },
         )
-        ids = [letter.notification_id for letter in letters]
-        for part in dao.chunked(ids):
-            connection.execute(
-                text(
-                    "UPDATE notifications SET print_batch = :batch, send_date = :day"
-                    " WHERE notification_id = :id AND status = :created"
-                ),
-                [{"batch": batch_id, "day": logical_date, "id": i, "created": Status.CREATED.value} for i in part],
-            )
+        ids = [letter.notification_id for letter in claim.letters]
         moved = dao.transition(
             connection,
-            [dao.Transition(i, reason=f"batch {batch_id}") for i in ids],
+            [dao.Transition(i, reason=f"batch {claim.batch_id}") for i in ids],
             from_status=Status.CREATED,
             to_status=Status.PRINTED,
             now=now,
             run_id=run_id,
         )
         if len(moved) != len(ids):
-            raise RuntimeError(f"print batch {batch_id}: {len(ids) - len(moved)} letters changed while printing")
-    log.info("print batch %s: %d letters, %d pages", batch_id, len(letters), pages)
-    return batch_id
+            raise RuntimeError(f"print batch {claim.batch_id}: {len(ids) - len(moved)} letters changed while printing")
+    log.info("print batch %s: %d letters, %d pages", claim.batch_id, len(claim.letters), pages)
+
+
+def _release(engine: Engine, claim: _Claim, printer: str) -> None:
+    """Writing failed: end the claim's lease now, so that the next run writes the batch at once."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE print_batch_claims SET lease_until = :now WHERE batch_id = :batch AND claimed_by = :printer"),
+                {"now": _now(), "batch": claim.batch_id, "printer": printer},
+            )
+    except Exception:  # noqa: BLE001 - the lease runs out by itself; the writing error matters more
+        log.warning("print batch %s: could not give up the claim; its lease will run out", claim.batch_id, exc_info=True)
 
 
 def write_batch_files(
@@ -218,35 +336,43 @@ def write_batch_files(
     settings: Settings,
     send_date: dt.date,
 ) -> int:
-    """The batch's PDF and manifest, each written to a temporary name and renamed when complete."""
-    pdf_temporary = pdf_path.with_suffix(".pdf.tmp")
-    print_file = PrintFile(pdf_temporary, f"Mon espace santé - lot {batch_id}")
-    manifest = io.StringIO()
-    writer = csv.writer(manifest, delimiter=";", lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    date_line = f"Le {date_in_words(send_date)}"
-    for letter in letters:
-        if letter.wave_id not in keys:
-            keys[letter.wave_id] = wave_key(settings.var_dir, letter.wave_id)
-        content = message_content(
-            letter.notification_id,
-            letter.recipient.nir,
-            letter.recipient,
-            letter.members,
-            keys[letter.wave_id],
-            send_date,
-            settings.opt_out_window,
-        )
-        lines = letter.address.printable_lines(content.recipient_name)
-        first_page, pages = print_file.add(
-            Letter(letter.notification_id, lines, date_line, tuple(letter_paragraphs(content)))
-        )
-        writer.writerow([letter.notification_id, *lines, *[""] * (MAX_LINES - len(lines)), first_page, pages])
-    print_file.close()
-    manifest_temporary = manifest_path.with_suffix(".csv.tmp")
-    manifest_temporary.write_bytes(manifest.getvalue().encode("utf-8"))
-    os.replace(pdf_temporary, pdf_path)
-    os.replace(manifest_temporary, manifest_path)
+    """The batch's PDF and manifest (settings.file_mode), each written under a temporary name of
+    its own (no other writer can share it) and renamed when complete; on failure the temporary
+    files are removed."""
+    unique = uuid.uuid4().hex
+    pdf_temporary = pdf_path.with_name(f".{pdf_path.name}.{unique}.tmp")
+    manifest_temporary = manifest_path.with_name(f".{manifest_path.name}.{unique}.tmp")
+    try:
+        os.close(create_private(pdf_temporary, settings.file_mode))  # the PDF writer keeps the mode
+        print_file = PrintFile(pdf_temporary, f"Mon espace santé - lot {batch_id}")
+        manifest = io.StringIO()
+        writer = csv.writer(manifest, delimiter=";", lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        date_line = f"Le {date_in_words(send_date)}"
+        for letter in letters:
+            if letter.wave_id not in keys:
+                keys[letter.wave_id] = wave_key(settings.var_dir, letter.wave_id)
+            content = message_content(
+                letter.notification_id,
+                letter.recipient.nir,
+                letter.recipient,
+                letter.members,
+                keys[letter.wave_id],
+                send_date,
+                settings.opt_out_window,
+            )
+            lines = letter.address.printable_lines(content.recipient_name)
+            first_page, pages = print_file.add(
+                Letter(letter.notification_id, lines, date_line, tuple(letter_paragraphs(content)))
+            )
+            writer.writerow([letter.notification_id, *lines, *[""] * (MAX_LINES - len(lines)), first_page, pages])
+        print_file.close()
+        write_private(manifest_temporary, manifest.getvalue().encode("utf-8"), settings.file_mode)
+        os.replace(pdf_temporary, pdf_path)
+        os.replace(manifest_temporary, manifest_path)
+    finally:
+        for temporary in (pdf_temporary, manifest_temporary):
+            temporary.unlink(missing_ok=True)
     return print_file.pages
 
 

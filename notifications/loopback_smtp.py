@@ -2,17 +2,22 @@
 
 - `outbox` mode (MES_SMTP_URL=embedded): every message received is kept as an .eml file under
   the outbox folder, named after its Message-ID (a second copy of the same message gets its own
-  file: nothing received is lost from view).
+  file: nothing received is lost from view). The files name people: they are written with
+  settings.file_mode in a folder of settings.dir_mode.
 - `record` mode: one line per message received, its Message-ID, appended to a file (the crash
   test counts copies per notification from it); `count` mode only counts.
 
 `python -m notifications.loopback_smtp --port N --mode record --record-file F` runs it in a process
 of its own, prints "ready" once it listens, and stops on SIGTERM.
+
+aiosmtpd logs every command it receives at INFO on the `mail.log` logger, `RCPT TO:<address>`
+included: the server is started with that logger at WARNING, so no address reaches the logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -26,6 +31,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from mes_rollout.config import Settings, load_settings
+from mes_rollout.files import private_folder, write_private
 from notifications.email_client import SmtpTarget
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^<>@\s]+)@", re.IGNORECASE | re.MULTILINE)
@@ -40,11 +47,11 @@ def message_reference(content: bytes) -> str:
 
 
 class OutboxHandler:
-    """Keeps each message as an .eml file."""
+    """Keeps each message as an .eml file of `file_mode`, in `outbox` (made with `dir_mode`)."""
 
-    def __init__(self, outbox: Path) -> None:
-        self.outbox = outbox
-        outbox.mkdir(parents=True, exist_ok=True)
+    def __init__(self, outbox: Path, *, file_mode: int, dir_mode: int) -> None:
+        self.outbox = private_folder(outbox, dir_mode)
+        self._file_mode = file_mode
         self.received = 0
         self._lock = threading.Lock()
 
@@ -55,8 +62,7 @@ class OutboxHandler:
         while True:
             path = self.outbox / (f"{stem}.eml" if copy == 0 else f"{stem}.{copy}.eml")
             try:
-                with open(path, "xb") as stream:
-                    stream.write(content)
+                write_private(path, content, self._file_mode)
                 break
             except FileExistsError:
                 copy += 1
@@ -89,6 +95,7 @@ def free_port() -> int:
 @contextmanager
 def serving(handler: Any, port: int | None = None) -> Iterator[SmtpTarget]:
     """Run an aiosmtpd server on 127.0.0.1 in a thread of this process for the block."""
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # its INFO lines quote RCPT TO:<address>
     controller = Controller(handler, hostname="127.0.0.1", port=port or free_port(), data_size_limit=1 << 20)
     controller.start()
     try:
@@ -97,9 +104,9 @@ def serving(handler: Any, port: int | None = None) -> Iterator[SmtpTarget]:
         controller.stop()
 
 
-def embedded_relay(outbox: Path) -> Any:
-    """The embedded default: a loopback relay keeping every message under `outbox`."""
-    return serving(OutboxHandler(outbox))
+def embedded_relay(settings: Settings) -> Any:
+    """The embedded default: a loopback relay keeping every message under the outbox folder."""
+    return serving(OutboxHandler(settings.outbox_dir, file_mode=settings.file_mode, dir_mode=settings.dir_mode))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outbox", type=Path)
     args = parser.parse_args(argv)
     if args.mode == "outbox":
-        handler: Any = OutboxHandler(args.outbox)
+        settings = load_settings()
+        handler: Any = OutboxHandler(args.outbox, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
     else:
         handler = RecordingHandler(args.record_file if args.mode == "record" else None)
     stop = threading.Event()

@@ -1,14 +1,19 @@
 """Sending emails: claim, render, hand to the relay, record; never more than a fixed number in flight.
 
-The delivery guarantee (at least once, duplicates bounded):
+The delivery guarantee (at least once, duplicates bounded, senders never overlap):
 
-1. A message is marked `sending` with one more attempt, and that is committed, BEFORE it is
-   handed to the relay (`dao.claim_for_sending`).
+1. A message is marked `sending` with one more attempt and a lease (claimed_by: this sender's
+   claim id; lease_until: now + MES_SEND_LEASE), and that is committed, BEFORE it is handed to
+   the relay (`dao.claim_for_sending`). The claim picks its rows under row locks (PostgreSQL:
+   FOR UPDATE SKIP LOCKED; SQLite: one writer, BEGIN IMMEDIATE), so two live senders never claim
+   the same message: a second sender skips what the first holds. A sender renews the lease of
+   what it holds while it runs, and gives it up when it stops.
 2. It is marked `sent` (and the opt-out window of its people starts) only after the relay
-   answered 250, in a later transaction.
-3. A crash between 1 and 2 leaves the message `sending`. The next sender of the same shard, or
-   the periodic settle task, hands it over again: nobody is skipped, and a message the relay
-   had already accepted arrives twice. A message recorded `sent` is never handed over again.
+   answered 250, in a later transaction, and only while this attempt still owns the row.
+3. A crash between 1 and 2 leaves the message `sending`. Once its lease has passed, the next
+   sender of the same shard, or the periodic settle task, hands it over again: nobody is
+   skipped, and a message the relay had already accepted arrives twice. A message recorded
+   `sent` is never handed over again, nor one whose sender's lease is still running.
 4. One sending process never holds more than `in_flight_limit(connections)` =
    connections x IN_FLIGHT_PER_CONNECTION messages in `sending` (claimed, not yet recorded): it
    claims the next chunk only when the chunk fits under that limit. So one crash duplicates at
@@ -18,6 +23,8 @@ The delivery guarantee (at least once, duplicates bounded):
 
 Besides crashes, SMTP itself can duplicate: a connection lost after the end of DATA but before
 the relay's answer is retried (the relay may have taken the message): one copy per such loss.
+A sender stalled longer than its lease (a frozen process) can also be overtaken; the attempt
+count fences its late answers out of the database, not its copy out of the mailbox.
 """
 
 from __future__ import annotations
@@ -28,18 +35,18 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
 from enrolment.codes import wave_key
-from enrolment.window import start_windows
-from mes_rollout.config import OptOutWindow, Settings
+from enrolment.dao import start_windows
+from mes_rollout.config import Settings
 from mes_rollout.constants import NotificationStatus
 from notifications import dao, fallback
 from notifications.email_client import (
@@ -85,12 +92,11 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Scope:
-    """Which emails one sender takes: those of one shard (or all), created ones or only those a
-    crash left in `sending` before `stuck_before`."""
+    """Which emails one sender takes: those of one shard (or all); created ones too, or only
+    those a dead sender left in `sending` (their lease passed)."""
 
     shard: int | None
     include_created: bool
-    stuck_before: dt.datetime
 
 
 @dataclass
@@ -107,11 +113,15 @@ class SendSummary:
         return dataclasses.asdict(self)
 
 
-class _Kind(Enum):
-    SENT = "sent"
-    PERMANENT = "permanent_failure"
-    TECHNICAL = "technical_failure"
-    RETRY = "temporary_failure"  # the relay said "later": the message stays `sending`
+# What an attempt ended in, as the status it moves the message to (and the outcome its
+# sending_attempts row records). TEMPORARY_FAILURE is the one exception: the relay said "later",
+# the message stays `sending` for its next attempt.
+_RETRY = Status.TEMPORARY_FAILURE
+_FINAL_FAILURES = {Status.PERMANENT_FAILURE: True, Status.TECHNICAL_FAILURE: False}  # status: address bounced?
+_FAILURE_REASONS = {
+    Status.PERMANENT_FAILURE: "email address refused by the relay",
+    Status.TECHNICAL_FAILURE: "email could not be handed to the relay",
+}
 
 
 @dataclass(frozen=True)
@@ -126,9 +136,18 @@ class _Job:
 
 
 @dataclass(frozen=True)
+class _Page:
+    """The next messages of one status to read, after `after_id`, at most `limit`."""
+
+    status: Status
+    after_id: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class _Result:
     job: _Job
-    kind: _Kind
+    outcome: Status  # SENT, PERMANENT_FAILURE, TECHNICAL_FAILURE, or _RETRY
     smtp_code: int | None
     claimed: bool = True  # False: left by a crash with its attempts used up, not claimed again
 
@@ -143,33 +162,37 @@ class _State:
 
 
 class EmailSender:
-    """One process sending the emails of a scope over `connections` relay connections."""
+    """One process sending the emails of a scope over `settings.smtp_connections` relay connections,
+    holding what it claims under a lease of `settings.send_lease_seconds`."""
 
     def __init__(
         self,
         engine: Engine,
-        *,
+        settings: Settings,
         target: SmtpTarget,
-        window: OptOutWindow,
-        var_dir: Path,
+        *,
         logical_date: dt.date,
         run_id: str,
         scope: Scope,
-        connections: int = 8,
-        rate_per_second: float = 0.0,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self._engine = engine
         self._target = target
-        self._window = window
-        self._var_dir = var_dir
+        self._window = settings.opt_out_window
+        self._var_dir = settings.var_dir
         self._logical_date = logical_date
         self._run_id = run_id
         self._scope = scope
-        self._connections = connections
-        self._rate = rate_per_second
+        self._connections = settings.smtp_connections
+        self._rate = settings.smtp_rate_per_second
         self._retry = retry
-        self.limit = in_flight_limit(connections)
+        # Unique per sender (a retried task, a second run of the same day: each its own claim).
+        self.claim_id = f"{run_id}/{'all' if scope.shard is None else scope.shard}/{uuid.uuid4().hex}"
+        self._lease = dt.timedelta(seconds=settings.send_lease_seconds)
+        # Renewed well before it passes: three renewals may fail or be late before anyone takes over.
+        self._renew_every = settings.send_lease_seconds / 3
+        self._renewed_at = time.monotonic()
+        self.limit = in_flight_limit(self._connections)
         self._claim_size = max(1, self.limit // 2)
         self._keys: dict[str, bytes] = {}
         self._sequence = itertools.count()
@@ -189,6 +212,7 @@ class EmailSender:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await client.close()
+            await asyncio.to_thread(self._release)
         if self._state.fatal is not None:
             raise self._state.fatal
         return self.summary
@@ -200,25 +224,33 @@ class EmailSender:
         for status in phases:
             after = ""
             while True:
-                await self._until(lambda: self._room() >= self._claim_size or self._retry_due())
+                await self._until(
+                    lambda: self._room() >= self._claim_size or self._retry_due() or self._renewal_due()
+                )
                 if self._state.fatal:
                     return
                 due = self._due_retries()
                 room = min(self._claim_size, self._room()) - len(due)
-                fresh = await asyncio.to_thread(self._fetch, status, after, room)
-                if not due and not fresh:
-                    break
-                if fresh:
-                    after = fresh[-1].notification_id
-                await self._step(due, fresh)
+                page = _Page(status, after, room) if room > 0 else None
+                fetched = await self._step(due, page)
+                if fetched is None:
+                    return
+                if page is not None and not fetched:
+                    break  # nothing left of this status that no live sender holds
+                if fetched:
+                    after = fetched[-1].notification_id
         waited = 0.0
         while not self._state.fatal:
             due = self._due_retries()
             answers = len(self._state.results)
             if self._state.outstanding == 0 and not due and not answers:
                 return
-            if due or (answers and (self._finals() >= self._state.outstanding or waited >= _RECORD_AT_MOST_AFTER)):
-                await self._step(due, [])
+            if (
+                due
+                or self._renewal_due()
+                or (answers and (self._finals() >= self._state.outstanding or waited >= _RECORD_AT_MOST_AFTER))
+            ):
+                await self._step(due, None)
                 waited = 0.0
             else:
                 await asyncio.sleep(_TICK_SECONDS)
@@ -233,7 +265,7 @@ class EmailSender:
 
     def _answered(self, result: _Result) -> None:
         self._state.results.append(result)
-        if result.kind is not _Kind.RETRY:
+        if result.outcome is not _RETRY:
             self._state.finals += 1
 
     def _room(self) -> int:
@@ -244,6 +276,9 @@ class EmailSender:
         retries = self._state.retries
         return bool(retries) and retries[0][0] <= asyncio.get_running_loop().time()
 
+    def _renewal_due(self) -> bool:
+        return self._state.outstanding > 0 and time.monotonic() - self._renewed_at >= self._renew_every
+
     def _due_retries(self) -> list[_Job]:
         now = asyncio.get_running_loop().time()
         due: list[_Job] = []
@@ -252,57 +287,79 @@ class EmailSender:
             due.append(heapq.heappop(retries)[2])
         return due
 
-    def _fetch(self, status: Status, after: str, limit: int) -> list[dao.PendingMessage]:
-        if limit <= 0:
-            return []
-        with self._engine.connect() as connection:
-            dao.size_page_cache(connection)
-            return dao.pending_emails(
-                connection,
-                logical_date=self._logical_date,
-                status=status,
-                after_id=after,
-                limit=limit,
-                shard=self._scope.shard,
-                claimed_before=self._scope.stuck_before if status == Status.SENDING else None,
-            )
-
-    async def _step(self, due: list[_Job], fresh: list[dao.PendingMessage]) -> None:
-        """One transaction: record the answers so far, claim `due` retries and `fresh` messages."""
-        exhausted = [m for m in fresh if m.status == Status.SENDING and m.attempts >= self._retry.max_attempts]
-        for message in exhausted:  # a crash left it `sending` with its attempts used up: no new try
-            job = _Job(message, message.send_date or self._logical_date, _now())
-            self._answered(_Result(job, _Kind.TECHNICAL, None, claimed=False))
+    async def _step(self, due: list[_Job], page: _Page | None) -> list[dao.PendingMessage] | None:
+        """One transaction: record the answers so far, claim `due` retries and the next `page` of
+        messages no live sender holds. Returns the page read (None: the run failed)."""
         answers, self._state.results, self._state.finals = self._state.results, [], 0
-        to_claim = [job.message for job in due] + [m for m in fresh if m not in exhausted]
         try:
-            recorded, claimed, claimed_at = await asyncio.to_thread(self._step_in_db, answers, to_claim)
+            recorded, fetched, claimed, claimed_at = await asyncio.to_thread(self._step_in_db, answers, due, page)
         except Exception as error:  # noqa: BLE001 - the run stops; its `sending` rows are re-sent later
             self._fail(error)
-            return
+            return None
         for name, value in recorded.as_dict().items():
             setattr(self.summary, name, getattr(self.summary, name) + value)
         retried = {job.message.notification_id for job in due}
         new = [m for m in claimed if m.notification_id not in retried]
         # A retry was counted when first claimed; one that someone else moved meanwhile leaves the count.
         lost = len(due) - (len(claimed) - len(new))
-        finals = sum(1 for answer in answers if answer.kind is not _Kind.RETRY)
-        self._state.outstanding += len(new) + len(exhausted) - lost - finals
+        finals = sum(1 for answer in answers if answer.outcome is not _RETRY)
+        self._state.outstanding += len(new) - lost - finals
         self.summary.resent_after_crash += sum(1 for m in new if m.status == Status.SENDING)
         for message in claimed:
             self._queue.put_nowait(_Job(message, message.send_date or self._logical_date, claimed_at))
+        return fetched
 
     def _step_in_db(
-        self, answers: list[_Result], messages: list[dao.PendingMessage]
-    ) -> tuple[SendSummary, list[dao.PendingMessage], dt.datetime]:
+        self, answers: list[_Result], due: list[_Job], page: _Page | None
+    ) -> tuple[SendSummary, list[dao.PendingMessage], list[dao.PendingMessage], dt.datetime]:
         now = _now()
+        lease = dao.Lease(self.claim_id, now + self._lease)
         with self._engine.begin() as connection:
             dao.size_page_cache(connection)
-            recorded = self._record(connection, answers, now)
-            claimed = dao.claim_for_sending(
-                connection, messages, send_date=self._logical_date, now=now, run_id=self._run_id
-            ) if messages else []
-        return recorded, claimed, now
+            if time.monotonic() - self._renewed_at >= self._renew_every:
+                dao.renew_lease(connection, lease)
+                self._renewed_at = time.monotonic()
+            fetched = (
+                dao.pending_emails(
+                    connection,
+                    logical_date=self._logical_date,
+                    status=page.status,
+                    after_id=page.after_id,
+                    limit=page.limit,
+                    now=now,
+                    shard=self._scope.shard,
+                )
+                if page is not None
+                else []
+            )
+            # Left `sending` by a dead sender with its attempts used up: no new try, a final failure.
+            exhausted = [m for m in fetched if m.status == Status.SENDING and m.attempts >= self._retry.max_attempts]
+            given_up = [
+                _Result(_Job(m, m.send_date or self._logical_date, now), Status.TECHNICAL_FAILURE, None, claimed=False)
+                for m in exhausted
+            ]
+            recorded = self._record(connection, answers + given_up, now)
+            to_claim = [job.message for job in due] + [m for m in fetched if m not in exhausted]
+            claimed = (
+                dao.claim_for_sending(
+                    connection, to_claim, send_date=self._logical_date, now=now, run_id=self._run_id, lease=lease
+                )
+                if to_claim
+                else []
+            )
+        return recorded, fetched, claimed, now
+
+    def _release(self) -> None:
+        """Give up what this sender still holds (a run that stopped on an error): the next sender
+        takes it over at once. A sender killed outright leaves its lease to run out instead."""
+        try:
+            with self._engine.begin() as connection:
+                released = dao.release_lease(connection, self.claim_id, _now())
+        except Exception:  # noqa: BLE001 - the lease runs out by itself; the run's own error matters more
+            log.warning("could not give up the claim of a stopped sender; its lease will run out", exc_info=True)
+            return
+        if released:
+            log.info("gave up %d messages still held in sending", released)
 
     # -- handing over ----------------------------------------------------------------------------
 
@@ -327,14 +384,14 @@ class EmailSender:
             )
             raw = build_email(content, message.email or "", sender=self._target.sender, attempt=job.attempt)
         except UnsafeRecipientAddress:
-            return _Result(job, _Kind.PERMANENT, None)
+            return _Result(job, Status.PERMANENT_FAILURE, None)
         except Exception as error:  # noqa: BLE001 - a message that cannot be rendered stops the run
             self._fail(error)
             return None
         try:
             await connection.send(message.email or "", raw)
         except PermanentEmailError as error:
-            return _Result(job, _Kind.PERMANENT, error.smtp_code)
+            return _Result(job, Status.PERMANENT_FAILURE, error.smtp_code)
         except TemporaryEmailError as error:
             if job.attempt >= self._retry.max_attempts:
                 if isinstance(error, RelayUnreachableError):
@@ -342,19 +399,19 @@ class EmailSender:
                     # rather than turn every email of an outage into a letter.
                     self._fail(error)
                     return None
-                return _Result(job, _Kind.TECHNICAL, error.smtp_code)
+                return _Result(job, Status.TECHNICAL_FAILURE, error.smtp_code)
             retry = _Job(
                 dataclasses.replace(message, attempts=job.attempt, status=Status.SENDING.value), job.send_date, job.claimed_at
             )
             due = asyncio.get_running_loop().time() + self._retry.delay(job.attempt)
             heapq.heappush(self._state.retries, (due, next(self._sequence), retry))
-            return _Result(job, _Kind.RETRY, error.smtp_code)
+            return _Result(job, _RETRY, error.smtp_code)
         except RelayConfigurationError as error:
             self._fail(error)
             return None
         except EmailClientError as error:
-            return _Result(job, _Kind.TECHNICAL, error.smtp_code)
-        return _Result(job, _Kind.SENT, 250)
+            return _Result(job, Status.TECHNICAL_FAILURE, error.smtp_code)
+        return _Result(job, Status.SENT, 250)
 
     def _key(self, wave_id: str) -> bytes:
         if wave_id not in self._keys:
@@ -368,43 +425,41 @@ class EmailSender:
     # -- recording -------------------------------------------------------------------------------
 
     def _record(self, connection: Any, batch: list[_Result], now: dt.datetime) -> SendSummary:
-        summary = SendSummary(temporary_attempts=sum(1 for r in batch if r.kind is _Kind.RETRY))
+        summary = SendSummary(temporary_attempts=sum(1 for r in batch if r.outcome is _RETRY))
         if not batch:
             return summary
         dao.record_attempts(
             connection,
             [
-                dao.Attempt(r.job.message.notification_id, r.job.attempt, r.job.claimed_at, r.kind.value, r.smtp_code)
+                dao.Attempt(r.job.message.notification_id, r.job.attempt, r.job.claimed_at, r.outcome.value, r.smtp_code)
                 for r in batch
                 if r.claimed
             ],
             run_id=self._run_id,
             now=now,
         )
-        sent = self._move(connection, batch, _Kind.SENT, Status.SENT, now)
+        sent = self._move(connection, batch, Status.SENT, now)
         for send_date in sorted({job.send_date for job in sent}):
             ids = [job.message.notification_id for job in sent if job.send_date == send_date]
             start_windows(connection, ids, send_date, self._window, run_id=self._run_id, now=now)
         summary.sent = len(sent)
-        for kind, status, bounced, reason in (
-            (_Kind.PERMANENT, Status.PERMANENT_FAILURE, True, "email address refused by the relay"),
-            (_Kind.TECHNICAL, Status.TECHNICAL_FAILURE, False, "email could not be handed to the relay"),
-        ):
-            moved = self._move(connection, batch, kind, status, now)
+        for status, bounced in _FINAL_FAILURES.items():
+            moved = self._move(connection, batch, status, now)
             outcome = fallback.email_failed(
-                connection, [job.message.notification_id for job in moved], bounced=bounced, reason=reason,
-                run_id=self._run_id, now=now,
+                connection, [job.message.notification_id for job in moved], bounced=bounced,
+                reason=_FAILURE_REASONS[status], run_id=self._run_id, now=now,
             )
             summary.letters_queued += outcome.letters_queued
             summary.unreachable_messages += outcome.unreachable_messages
-            if kind is _Kind.PERMANENT:
+            if status is Status.PERMANENT_FAILURE:
                 summary.permanent_failures = len(moved)
             else:
                 summary.technical_failures = len(moved)
         return summary
 
-    def _move(self, connection: Any, batch: list[_Result], kind: _Kind, status: Status, now: dt.datetime) -> list[_Job]:
-        results = [r for r in batch if r.kind is kind]
+    def _move(self, connection: Any, batch: list[_Result], status: Status, now: dt.datetime) -> list[_Job]:
+        """`sending` -> `status` for the results that ended so, each only while its attempt owns the row."""
+        results = [r for r in batch if r.outcome is status]
         jobs = {r.job.message.notification_id: r.job for r in results}
         moved = dao.transition(
             connection,
@@ -412,7 +467,7 @@ class EmailSender:
                 dao.Transition(
                     r.job.message.notification_id,
                     attempt=r.job.message.attempts + (1 if r.claimed else 0),
-                    reason=f"SMTP {r.smtp_code}" if r.smtp_code and kind is not _Kind.SENT else None,
+                    reason=f"SMTP {r.smtp_code}" if r.smtp_code and status is not Status.SENT else None,
                 )
                 for r in results
             ],
@@ -420,7 +475,7 @@ class EmailSender:
             to_status=status,
             now=now,
             run_id=self._run_id,
-            sent=kind is _Kind.SENT,
+            sent=status is Status.SENT,
         )
         return [jobs[notification_id] for notification_id in moved]
 
@@ -436,7 +491,7 @@ def relay(settings: Settings, airflow_connection: Any | None = None) -> Iterator
     if airflow_connection is not None:
         yield SmtpTarget.from_airflow_connection(airflow_connection)
     elif settings.is_embedded_smtp:
-        with embedded_relay(settings.outbox_dir) as target:
+        with embedded_relay(settings) as target:
             yield target
     else:
         yield SmtpTarget.from_url(settings.smtp_url)
@@ -453,8 +508,8 @@ def send_emails(
     retry: RetryPolicy = RetryPolicy(),
 ) -> SendSummary:
     """Send the due emails of one shard (None: every shard, one after the other), first those a
-    crash cut short. The caller ensures one sender per shard at a time (the DAG runs one mapped
-    task per shard, and one run at a time)."""
+    dead sender left (lease passed). Any number of senders may run at once, on the same shard or
+    not: each claims under a lease what no live sender holds."""
     if shard is None:
         with engine.begin() as connection:
             dao.refresh_planner_statistics(connection)
@@ -465,19 +520,7 @@ def send_emails(
             for name, value in part.as_dict().items():
                 setattr(total, name, getattr(total, name) + value)
         return total
-    sender = EmailSender(
-        engine,
-        target=target,
-        window=settings.opt_out_window,
-        var_dir=settings.var_dir,
-        logical_date=logical_date,
-        run_id=run_id,
-        scope=Scope(shard=shard, include_created=True, stuck_before=_now()),
-        connections=settings.smtp_connections,
-        rate_per_second=settings.smtp_rate_per_second,
-        retry=retry,
-    )
-    summary = asyncio.run(sender.run())
+    summary = _run_sender(engine, settings, target, logical_date, run_id, Scope(shard, include_created=True), retry)
     log.info("shard %s: %s", shard, summary.as_dict())
     return summary
 
@@ -489,21 +532,22 @@ def settle_stuck(
     *,
     logical_date: dt.date,
     run_id: str,
-    stale_after: dt.timedelta = dt.timedelta(minutes=15),
     retry: RetryPolicy = RetryPolicy(),
 ) -> SendSummary:
-    """The periodic settle: emails left `sending` for longer than `stale_after` (their sender
-    died) are handed over again, or end `technical_failure` once their attempts are used up."""
-    sender = EmailSender(
-        engine,
-        target=target,
-        window=settings.opt_out_window,
-        var_dir=settings.var_dir,
-        logical_date=logical_date,
-        run_id=run_id,
-        scope=Scope(shard=None, include_created=False, stuck_before=_now() - stale_after),
-        connections=settings.smtp_connections,
-        rate_per_second=settings.smtp_rate_per_second,
-        retry=retry,
-    )
+    """The periodic settle: emails left `sending` by a sender whose lease has passed (it died)
+    are handed over again, or end `technical_failure` once their attempts are used up. What a
+    live sender holds is left to it."""
+    return _run_sender(engine, settings, target, logical_date, run_id, Scope(None, include_created=False), retry)
+
+
+def _run_sender(
+    engine: Engine,
+    settings: Settings,
+    target: SmtpTarget,
+    logical_date: dt.date,
+    run_id: str,
+    scope: Scope,
+    retry: RetryPolicy,
+) -> SendSummary:
+    sender = EmailSender(engine, settings, target, logical_date=logical_date, run_id=run_id, scope=scope, retry=retry)
     return asyncio.run(sender.run())

@@ -80,6 +80,7 @@ def print_and_post_letters(send_date: dt.date, run_id: str) -> dict[str, Any]:
     return {**printed.as_dict(), "posted_batches": posted}
 
 
-def feedback_file(path: str, run_id: str) -> dict[str, Any]:
-    summary = load_feedback(get_engine(), Path(path), window=load_settings().opt_out_window, run_id=run_id)
+def feedback_file(path: str, day: dt.date, run_id: str) -> dict[str, Any]:
+    """Apply one feedback.csv as of the run's day: a line dated after that day is quarantined."""
+    summary = load_feedback(get_engine(), Path(path), window=load_settings().opt_out_window, as_of=day, run_id=run_id)
     return summary.as_dict()

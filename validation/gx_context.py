@@ -3,12 +3,17 @@
 Called directly from the DAG's tasks (the GX Airflow provider does not support Airflow 3). Each run
 folder holds its own GX project (`gx/`: suites, validation definitions, results) and its Data Docs
 (`data_docs/index.html`), so a compliance reviewer gets one self-contained folder per run.
-Frames given to GX carry ids, codes and counts only: never a NIR, a title or content.
+Frames given to GX carry ids, codes and counts only: never a NIR, a title or content. Those ids
+and codes come from the extract as written, and GX puts the values an expectation did not expect
+into the Data Docs HTML without escaping them: every text value with markup characters is
+HTML-escaped before GX sees it (`neutralise_markup`), so a hostile extract cannot script the
+pages a compliance reviewer opens.
 """
 
 from __future__ import annotations
 
 import gc
+import html
 import logging
 import os
 import time
@@ -25,6 +30,32 @@ log = logging.getLogger(__name__)
 DATA_DOCS_FOLDER = "data_docs"
 SITE_NAME = "run_report"
 CRITICAL = "critical"
+
+
+_MARKUP = ("<", ">", "&", '"', "'")
+
+
+def neutralise_markup(frame: pd.DataFrame) -> pd.DataFrame:
+    """HTML-escape, in place, the text values of the frame that hold markup characters.
+
+    Codes and ids a check accepts never hold any, so no verdict changes: a value that was
+    unexpected stays unexpected (and the two sides of a pair check are escaped alike). A column
+    is escaped only where its joined text has one of the characters: one pass in C per column.
+    """
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if not (is_object_dtype(dtype) or is_string_dtype(dtype)):  # pandas 3 reads text as `str`
+            continue
+        values = frame[column].tolist()
+        try:
+            joined = "".join(filter(None, values))
+        except TypeError:  # not only text (a NaN, a number)
+            joined = "".join(value for value in values if isinstance(value, str))
+        if any(character in joined for character in _MARKUP):
+            frame[column] = [html.escape(value) if isinstance(value, str) else value for value in values]
+    return frame
 
 
 @dataclass
@@ -120,7 +151,7 @@ class RunValidator:
         gc.freeze()
         try:
             for frame in frames:
-                outcome.seconds += self._validate_chunk(definition, frame, outcome)
+                outcome.seconds += self._validate_chunk(definition, neutralise_markup(frame), outcome)
                 del frame
                 gc.collect()  # a chunk's frame and GX's metrics are garbage now
         finally:

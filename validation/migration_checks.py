@@ -5,14 +5,13 @@
 - `validate_committed` (after commit): the migrated documents, and the reconciliation of the
   committed outcomes. Both must pass, or the run is failed.
 
-Frames are read chunk by chunk (whole batches, about `CHUNK_DOCUMENTS` documents each), so memory
-stays flat whatever the size of the run.
+Frames are read chunk by chunk (whole batches, about `settings.validation_chunk_documents`
+documents each, MES_VALIDATION_CHUNK_DOCUMENTS), so memory stays flat whatever the size of the run.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,16 +23,14 @@ from mes_rollout.db import load_query
 from validation import suites
 from validation.gx_context import RunValidator, SuiteOutcome
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class StoredSizes(Protocol):
     """What the checks need of a document store: the size of what it holds under a key (None: nothing)."""
 
     def size(self, key: str) -> int | None: ...
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-CHUNK_DOCUMENTS = int(os.environ.get("MES_VALIDATION_CHUNK_DOCUMENTS", "25000"))
 
 
 class ValidationFailed(RuntimeError):
@@ -45,9 +42,9 @@ def run_folder(settings: Settings, run_id: str) -> Path:
     return settings.reports_dir / "migration" / run_id
 
 
-def chunk_ranges(engine: Engine, run_id: str, max_documents: int | None = None) -> list[tuple[int, int]]:
+def chunk_ranges(engine: Engine, run_id: str, max_documents: int) -> list[tuple[int, int]]:
     """Consecutive batch ranges of about `max_documents` documents each."""
-    limit = max_documents or CHUNK_DOCUMENTS
+    limit = max(1, max_documents)
     with engine.connect() as connection:
         rows = connection.execute(
             text("SELECT batch_no, documents FROM migration_batches WHERE run_id = :r ORDER BY batch_no"),
@@ -162,7 +159,7 @@ def validate_decisions(engine: Engine, settings: Settings, run_id: str, holdback
     """The staged extract of the run's scope (reported) and the reconciliation of decisions (must pass)."""
     folder = run_folder(settings, run_id)
     validator = RunValidator(folder)
-    ranges = chunk_ranges(engine, run_id)
+    ranges = chunk_ranges(engine, run_id, settings.validation_chunk_documents)
     staged = validator.validate(suites.staged_extract_suite(holdback_threshold), staged_frames(engine, run_id, ranges))
     per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=False)
     docs = validator.build_data_docs()
@@ -184,7 +181,7 @@ def validate_committed(engine: Engine, settings: Settings, store: StoredSizes, r
     """The migrated documents and the reconciliation of committed outcomes; both must pass."""
     folder = run_folder(settings, run_id)
     validator = RunValidator(folder)
-    ranges = chunk_ranges(engine, run_id)
+    ranges = chunk_ranges(engine, run_id, settings.validation_chunk_documents)
     migrated = validator.validate(suites.migrated_documents_suite(), migrated_frames(engine, store, run_id, ranges))
     per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=True)
     docs = validator.build_data_docs()

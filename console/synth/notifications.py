@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from enrolment.codes import code_hash, provisional_code, wave_key
+from mes_rollout.constants import EnrolmentState, FileKind, NotificationStatus, WaveState
 from mes_rollout.nir import with_key
 
 _FIRST_NAMES = ("Camille", "Léa", "Hugo", "Zoé", "Jérôme", "Anaïs", "Noé", "Maëlys", "François", "Chloé")
@@ -51,16 +52,16 @@ def synthetic_wave(
         file_id = connection.execute(
             text(
                 "INSERT INTO input_files (kind, path, sha256, run_id, loaded_at)"
-                " VALUES ('register', 'synthetic', :sha, 'synthetic', :now) RETURNING id"
+                " VALUES (:kind, 'synthetic', :sha, 'synthetic', :now) RETURNING id"
             ),
-            {"sha": uuid.uuid4().hex, "now": now},
+            {"kind": FileKind.REGISTER.value, "sha": uuid.uuid4().hex, "now": now},
         ).scalar_one()
         connection.execute(
             text(
                 "INSERT INTO waves (wave_id, departements, send_date, state, created_at, updated_at)"
-                " VALUES (:id, '01', :send_date, 'approved', :now, :now)"
+                " VALUES (:id, '01', :send_date, :approved, :now, :now)"
             ),
-            {"id": wave_id, "send_date": send_date, "now": now},
+            {"id": wave_id, "send_date": send_date, "approved": WaveState.APPROVED.value, "now": now},
         )
         for batch in _batches(count, wave_id, channel, shard_size, key, file_id, now):
             for table, rows in batch.items():
@@ -120,7 +121,7 @@ def _batches(
                     {
                         "nir": nir,
                         "wave_id": wave_id,
-                        "state": "planned",
+                        "state": EnrolmentState.PLANNED.value,
                         "recipient_nir": recipient,
                         "code_hash": code_hash(nir, provisional_code(key, nir)),
                         "updated_at": now,
@@ -132,7 +133,7 @@ def _batches(
                     "wave_id": wave_id,
                     "recipient_nir": recipient,
                     "channel": channel,
-                    "status": "created",
+                    "status": NotificationStatus.CREATED.value,
                     "shard": index // shard_size,
                     "email": f"personne.{index}@example.fr" if channel == "email" else None,
                     "created_at": now,

@@ -8,6 +8,9 @@
 -- first recipient_cap are told, the others are left for a later wave (OVER_CAP). shard cuts the
 -- told people into chunks of about shard_size, a recipient's people always in the same chunk.
 -- Columns: wave_id, nir, recipient_nir, departement, outcome, channel, reason, shard.
+-- Every state, channel, outcome and reason it writes or compares is a parameter bound from its
+-- enum (enrolment/planning.py, _cohort_params): unreachable_state from EnrolmentState, email and
+-- letter from Channel, outcome_* from enrolment.waves.CohortOutcome, exclusion_* from WaveExclusion.
 WITH candidates AS (
     SELECT
         p.nir,
@@ -20,7 +23,7 @@ WITH candidates AS (
     JOIN wave_departements AS wd ON wd.wave_id = :wave_id AND wd.departement = p.departement
     LEFT JOIN enrolments AS e ON e.nir = p.nir
     WHERE (p.date_deces IS NULL OR p.date_deces > :send_date)
-      AND (e.nir IS NULL OR e.state = 'unreachable')
+      AND (e.nir IS NULL OR e.state = :unreachable_state)
 ),
 routed AS (
     SELECT
@@ -29,13 +32,13 @@ routed AS (
         c.departement_order,
         c.recipient_nir,
         CASE
-            WHEN c.recipient_nir IS NULL THEN 'REPRESENTATIVE_MISSING'
-            WHEN r.nir IS NULL THEN 'REPRESENTATIVE_UNKNOWN'
-            WHEN r.date_deces IS NOT NULL THEN 'REPRESENTATIVE_DECEASED'
+            WHEN c.recipient_nir IS NULL THEN :exclusion_representative_missing
+            WHEN r.nir IS NULL THEN :exclusion_representative_unknown
+            WHEN r.date_deces IS NOT NULL THEN :exclusion_representative_deceased
         END AS exclusion,
         CASE
-            WHEN r.email IS NOT NULL AND NOT r.email_bounced THEN 'email'
-            WHEN r.address_problem IS NULL AND NOT r.address_returned THEN 'letter'
+            WHEN r.email IS NOT NULL AND NOT r.email_bounced THEN :email
+            WHEN r.address_problem IS NULL AND NOT r.address_returned THEN :letter
         END AS channel
     FROM candidates AS c
     LEFT JOIN persons AS r ON r.nir = c.recipient_nir
@@ -59,16 +62,16 @@ SELECT
     rt.recipient_nir,
     rt.departement,
     CASE
-        WHEN rt.exclusion IS NOT NULL THEN 'excluded'
-        WHEN rt.channel IS NULL THEN 'unreachable'
-        WHEN rk.recipient_rank > :recipient_cap THEN 'excluded'
-        ELSE 'notify'
+        WHEN rt.exclusion IS NOT NULL THEN :outcome_excluded
+        WHEN rt.channel IS NULL THEN :outcome_unreachable
+        WHEN rk.recipient_rank > :recipient_cap THEN :outcome_excluded
+        ELSE :outcome_notify
     END AS outcome,
     rt.channel,
     CASE
         WHEN rt.exclusion IS NOT NULL THEN rt.exclusion
-        WHEN rt.channel IS NULL THEN 'NO_CONTACT'
-        WHEN rk.recipient_rank > :recipient_cap THEN 'OVER_CAP'
+        WHEN rt.channel IS NULL THEN :exclusion_no_contact
+        WHEN rk.recipient_rank > :recipient_cap THEN :exclusion_over_cap
     END AS reason,
     CASE
         WHEN rt.exclusion IS NULL AND rt.channel IS NOT NULL AND rk.recipient_rank <= :recipient_cap

@@ -1,6 +1,8 @@
--- The next letters to print, in (shard, id) order (keyset pagination on the pending index):
--- created letters of approved waves due on the run's logical date, with their recipient's name
--- and postal address.
+-- Letters to print, in (shard, id) order, with their recipient's name and postal address: created
+-- letters of approved waves due on the run's logical date. letters.py puts where the comment
+-- stands either the next page of letters no print batch has claimed (keyset pagination on the
+-- pending index; on PostgreSQL locked FOR UPDATE SKIP LOCKED, so that a concurrent run passes
+-- them over) or the letters of one claimed batch (to write it again after a crash).
 SELECT n.notification_id, n.shard, n.wave_id, n.recipient_nir, n.send_date,
        r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom,
        r.adresse_ligne2, r.adresse_ligne3, r.adresse_ligne4, r.adresse_ligne5, r.code_postal, r.commune,
@@ -12,6 +14,6 @@ WHERE n.channel = :letter
   AND n.status = :created
   AND w.state = :approved
   AND w.send_date <= :logical_date
-  AND (n.shard, n.notification_id) > (:after_shard, :after_id)
+  /* which letters */
 ORDER BY n.shard, n.notification_id
 LIMIT :limit

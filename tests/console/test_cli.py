@@ -84,4 +84,7 @@ def test_json_output_is_only_json_when_a_command_runs_a_dag(
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["print_and_post_letters"]["letters_printed"] == 0
-    assert "notification_sending" in done.stderr  # the run's logs went to stderr, not away
+    # The run's logs went to its own log file under the Airflow home, not to the terminal.
+    assert "[DAG TEST]" not in done.stdout + done.stderr
+    logs = list((airflow_home / "logs" / "mes-rollout" / "notification_sending").glob("2022-01-20_*.log"))
+    assert logs and any("notification_sending" in log.read_text() for log in logs)

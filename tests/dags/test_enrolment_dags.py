@@ -23,6 +23,7 @@ from console.dagrun import run_dag
 from console.schedule import DAILY_DAGS
 from enrolment.waves import WaveRequest
 from mes_rollout.constants import SPACES_CREATED_ASSET, WAVE_APPROVED_ASSET
+from mes_rollout.dag_defaults import TASK_TIMEOUT
 from mes_rollout.db import get_engine
 from tests.enrolment.builders import decision, load_people, send_wave, write_decisions
 from tests.factories import person_row
@@ -74,6 +75,13 @@ def test_every_dag_file_imports_and_the_enrolment_dags_are_wired(airflow_home: P
     assert [asset.uri for asset in wave.task_dict["approve_wave"].outlets] == [WAVE_APPROVED_ASSET]
     assert [asset.uri for asset in bag.dags["space_creation"].task_dict["publish"].outlets] == [SPACES_CREATED_ASSET]
     assert [asset.uri for asset in bag.dags["decisions_intake"].task_dict["publish"].outlets] == [SPACES_CREATED_ASSET]
+    # Every task has the shared owner and time limit; the approval waits a week for a person.
+    for dag_id in ("enrolment_wave", "space_creation", "decisions_intake", "rollout_calendar"):
+        for task in bag.dags[dag_id].tasks:
+            assert task.owner == "mes-rollout", (dag_id, task.task_id)
+            expected = dt.timedelta(days=7) if task.task_id == "approval" else TASK_TIMEOUT
+            assert task.execution_timeout == expected, (dag_id, task.task_id)
+    assert wave.task_dict["approval"].response_timeout == dt.timedelta(days=7)
     calendar = bag.dags["rollout_calendar"]
     assert calendar.catchup and calendar.start_date.in_timezone("Europe/Paris").date() == dt.date(2022, 1, 31)
     assert calendar.end_date is not None and calendar.end_date.in_timezone("Europe/Paris").date() == dt.date(2022, 3, 28)

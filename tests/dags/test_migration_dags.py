@@ -30,6 +30,17 @@ def test_dmp_migration_is_scheduled_by_the_spaces_asset(airflow_home: Path) -> N
     assert set(dag.params) == {"date", "holdback_threshold"}
 
 
+def test_every_dmp_task_has_the_shared_time_limit(airflow_home: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    for name, tasks in (("dmp_migration", 7), ("dmp_intake", 1)):
+        bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{name}.py"))
+        assert bag.import_errors == {}
+        dag = bag.dags[name]
+        assert len(dag.tasks) == tasks
+        assert {(task.owner, task.execution_timeout) for task in dag.tasks} == {("mes-rollout", dt.timedelta(hours=3))}
+
+
 def _extract(tmp_path: Path, *, faulty: int) -> tuple[list[dict[str, str]], Path]:
     people = [a_person() for _ in range(3)]
     builder = ExtractBuilder(tmp_path / "dmp")

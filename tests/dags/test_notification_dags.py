@@ -13,6 +13,7 @@ import pytest
 from console.cli import main
 from console.dagrun import run_dag
 from mes_rollout.constants import SMTP_RELAY_POOL, WAVE_APPROVED_ASSET
+from mes_rollout.dag_defaults import TASK_TIMEOUT
 from mes_rollout.db import get_engine
 from tests.factories import write_csv
 from tests.notifications.factories import adult, create_notification, create_wave, family, fetch, load_people
@@ -29,6 +30,16 @@ def test_the_sending_dag_is_wired_as_documented(airflow_home: Path) -> None:
     assert shard_task.pool == SMTP_RELAY_POOL
     assert dag.task_dict["settle_stuck"].trigger_rule == "all_done"
     assert {"list_email_shards"} == {t.task_id for t in shard_task.upstream_list}
+
+
+@pytest.mark.parametrize("dag_id", ["notification_sending", "delivery_feedback"])
+def test_every_task_of_the_notification_dags_has_the_shared_time_limit(airflow_home: Path, dag_id: str) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / f"{dag_id}.py"))
+    dag = bag.dags[dag_id]
+    assert {task.execution_timeout for task in dag.tasks} == {TASK_TIMEOUT}
+    assert {task.owner for task in dag.tasks} == {"mes-rollout"}
 
 
 def test_the_sending_dag_sends_prints_and_posts_and_a_rerun_sends_nothing_more(
@@ -79,14 +90,18 @@ def test_the_feedback_dag_applies_a_file_once(airflow_home: Path, settings_env: 
         [{"notification_id": notification, "status": "permanent_failure", "occurred_at": "2022-01-31T10:00:00+01:00",
           "detail": "550 user unknown"},
          {"notification_id": "unknown", "status": "delivered", "occurred_at": "2022-01-31T10:00:00+01:00",
-          "detail": ""}],
+          "detail": ""},
+         {"notification_id": notification, "status": "delivered", "occurred_at": "2022-02-02T00:00:00+01:00",
+          "detail": "after the run's day"}],
         ("notification_id", "status", "occurred_at", "detail"),
     )
 
     result = run_dag("delivery_feedback", dt.date(2022, 2, 1), {"feedback_file": str(path)})
 
     returned = result.xcom_returns["load_feedback"]
-    assert (returned["read"], returned["accepted"], returned["quarantined"], returned["applied"]) == (2, 1, 1, 1)
+    assert (returned["read"], returned["accepted"], returned["quarantined"], returned["applied"]) == (3, 1, 2, 1)
+    reasons = dict(fetch(engine, "SELECT line_no, reason_code FROM quarantine WHERE file_kind = 'feedback'"))
+    assert reasons == {3: "UNKNOWN_NOTIFICATION", 4: "OCCURRED_IN_FUTURE"}  # the run's day, not the wall clock
     channels = dict(fetch(engine, "SELECT channel, status FROM notifications"))
     assert channels == {"email": "permanent_failure", "letter": "created"}
     again = run_dag("delivery_feedback", dt.date(2022, 2, 1), {"feedback_file": str(path)})
@@ -113,9 +128,12 @@ def test_the_cli_loads_feedback_and_sends_for_a_date(
     assert Pool.get_pool(SMTP_RELAY_POOL) is not None  # the CLI created the pool the shard tasks take
     path = write_csv(
         tmp_path / "feedback.csv",
-        [{"notification_id": notification, "status": "delivered", "occurred_at": "2022-01-31T10:00:00Z", "detail": ""}],
+        [{"notification_id": notification, "status": "delivered", "occurred_at": "2022-01-31T10:00:00Z", "detail": ""},
+         {"notification_id": notification, "status": "permanent_failure", "occurred_at": "2022-02-01T00:30:00+01:00",
+          "detail": "the day after --date"}],
         ("notification_id", "status", "occurred_at", "detail"),
     )
-    assert main(["load", "feedback", str(path), "--json"]) == 0
+    assert main(["load", "feedback", str(path), "--date", "2022-01-31", "--json"]) == 0
     loaded = json.loads(capsys.readouterr().out)
-    assert loaded["rows"] == {"read": 1, "accepted": 1, "quarantined": 0} and loaded["applied"] == 1
+    assert loaded["rows"] == {"read": 2, "accepted": 1, "quarantined": 1} and loaded["applied"] == 1
+    assert loaded["quarantine_reasons"] == {"OCCURRED_IN_FUTURE": 1}

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from enrolment.dao import approve_wave, register_wave, start_window
 from enrolment.planning import plan_shard, select_cohort, summarise
 from enrolment.register import load_register
-from enrolment.waves import WaveRequest, approve, register_wave
-from enrolment.window import start_window
+from enrolment.waves import WaveRequest
 from mes_rollout.config import OptOutWindow
 from tests.factories import write_csv
 
@@ -50,7 +50,7 @@ def plan_wave(
     counts = summarise(engine, wave_id, run_id="test", now=NOW)
     if decide:
         with engine.begin() as connection:
-            approve(connection, wave_id, by="tester", comment="", run_id="test", now=NOW)
+            approve_wave(connection, wave_id, by="tester", comment="", run_id="test", now=NOW)
     return counts
 
 

@@ -1,5 +1,6 @@
 """Decisions intake on both databases: every rule of decisions.csv, quarantine with reasons,
-references seen before, and the state changes they make."""
+references seen before (the same content ignored, other content quarantined), answers before the
+message, and the state changes they make."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from enrolment.dao import start_window
 from enrolment.decisions import load_decisions
 from enrolment.spaces import create_due_spaces
+from mes_rollout.config import OptOutWindow
 from mes_rollout.csvfile import InputFileError
 from mes_rollout.db import as_date
 from tests.enrolment.builders import (
@@ -50,7 +53,7 @@ def test_a_file_is_checked_row_by_row_and_reconciles(engine: Engine, notified: l
         decision("R03", c, "opposition", "2022-03-01T00:00:00+01:00", "phone"),  # one microsecond late
         decision("R04", d, "activation", "2022-02-15T10:00:00+01:00", "cpam"),
         decision("R05", e, "ACTIVATION ", "2022-02-15T10:00:00Z"),
-        decision("R01", f, "opposition", "2022-02-10T09:00:00+01:00"),  # a reference seen before: ignored
+        decision("R01", a, "opposition", "2022-02-10T09:00:00+01:00"),  # a reference seen before, same row: ignored
         decision("R06", f, "closure", "2022-02-10T09:00:00+01:00"),  # no space to close
         decision("R07", outsider, "opposition", "2022-02-10T09:00:00+01:00"),  # in no wave yet
         decision("R08", make_nir("1", 1960, 4, "75056", 997), "opposition", "2022-02-10T09:00:00+01:00"),
@@ -91,11 +94,87 @@ def test_a_file_is_checked_row_by_row_and_reconciles(engine: Engine, notified: l
     assert quarantined == 10 and audited == 5 + 2
     assert outcomes == {"R01": "opposed", "R02": "opposed", "R03": "late_opposed", "R04": "activated", "R05": "activated"}
 
-    # The same file again changes nothing; a new file repeating a reference ignores that row.
+    # The same file again changes nothing; a new file repeating a reference with the same row ignores it.
     again = _load(engine, write_decisions(tmp_path / "decisions.csv", rows), dt.date(2022, 3, 1))
     assert again["already_loaded"] and again["rows"]["read"] == 16
-    repeat = _load(engine, write_decisions(tmp_path / "repeat.csv", [decision("R04", f, "opposition", "2022-02-11T09:00:00+01:00")]), dt.date(2022, 3, 1))
-    assert repeat["ignored_seen_before"] == 1 and states(engine)[f] == "notified"
+    repeat = _load(engine, write_decisions(tmp_path / "repeat.csv", [decision("R04", d, "activation", "2022-02-15T10:00:00+01:00", "cpam")]), dt.date(2022, 3, 1))
+    assert repeat["ignored_seen_before"] == 1 and repeat["rows"] == {"read": 1, "accepted": 1, "quarantined": 0}
+    assert repeat["outcomes"] == {} and states(engine)[d] == "created"
+
+
+def test_a_reference_seen_before_with_other_content_is_quarantined(
+    engine: Engine, notified: list[str], tmp_path: Path
+) -> None:
+    a, b, c, d = notified[:4]
+    first = _load(engine, write_decisions(tmp_path / "first.csv", [decision("R1", a, "opposition", "2022-02-10T09:00:00+01:00")]), dt.date(2022, 2, 20))
+    assert first["outcomes"] == {"opposed": 1}
+    rows = [
+        decision("R1", a, "opposition", "2022-02-10T08:00:00Z"),  # line 2: the same instant: the same row, ignored
+        decision("R1", b, "opposition", "2022-02-10T09:00:00+01:00"),  # line 3: another person
+        decision("R1", a, "activation", "2022-02-10T09:00:00+01:00"),  # line 4: another event
+        decision("R1", a, "opposition", "2022-02-10T09:00:01+01:00"),  # line 5: another time
+        decision("R1", a, "opposition", "2022-02-10T09:00:00+01:00", "phone"),  # line 6: another channel
+        decision("R2", c, "opposition", "2022-02-11T09:00:00+01:00"),  # line 7: first seen here: applied
+        decision("R2", c, "opposition", "2022-02-11T09:00:00+01:00"),  # line 8: the same again: ignored
+        decision("R2", d, "opposition", "2022-02-11T09:00:00+01:00"),  # line 9: another person than line 7
+        decision("R2", c, " Opposition", "2022-02-11T09:00:00+01:00", "WEB"),  # line 10: the same, as cleaned
+    ]
+    summary = _load(engine, write_decisions(tmp_path / "second.csv", rows), dt.date(2022, 2, 20))
+    assert summary["rows"] == {"read": 9, "accepted": 4, "quarantined": 5}
+    assert (summary["applied"], summary["ignored_seen_before"]) == (1, 3)
+    assert summary["outcomes"] == {"opposed": 1}
+    assert summary["quarantine_reasons"] == {"REFERENCE_CONFLICT": 5}
+    now = states(engine)
+    assert (now[a], now[b], now[c], now[d]) == ("opposed", "notified", "opposed", "notified")
+    with engine.connect() as connection:
+        quarantined = connection.execute(
+            text("SELECT line_no, reason_code, detail FROM quarantine WHERE file_kind = 'decisions' ORDER BY line_no")
+        ).all()
+        recorded = dict(connection.execute(text("SELECT reference, nir FROM decisions")).all())
+    assert [(line, reason) for line, reason, _ in quarantined] == [(n, "REFERENCE_CONFLICT") for n in (3, 4, 5, 6, 9)]
+    assert all(b not in detail and d not in detail for _, _, detail in quarantined)  # no NIR in the detail
+    assert recorded == {"R1": a, "R2": c}
+
+
+def test_an_answer_received_before_the_message_was_sent_is_quarantined(engine: Engine, tmp_path: Path) -> None:
+    people = [person_row() for _ in range(5)]
+    load_people(engine, people, tmp_path / "register")
+    plan_wave(engine, tmp_path / "var", "W1", ["01"], SEND)
+    early, on_the_day, planned, planned_too, paris_day = (person["nir"] for person in people)
+    sent_on = dt.date(2022, 2, 2)  # the messages of three of them go two days after the planned date
+    with engine.begin() as connection:
+        messages = dict(connection.execute(text("SELECT nir, notification_id FROM enrolments")).all())
+        for nir in (early, on_the_day, paris_day):
+            start_window(connection, messages[nir], sent_on, OptOutWindow(), run_id="sender", now=dt.datetime(2022, 2, 2, 8, tzinfo=dt.UTC))
+    rows = [
+        decision("B1", early, "opposition", "2022-02-01T23:59:59+01:00"),  # the evening before the send day
+        decision("B2", on_the_day, "opposition", "2022-02-02T00:00:00+01:00"),  # the first instant of the send day
+        decision("B3", planned, "opposition", "2022-02-05T10:00:00+01:00"),  # still planned: no message sent yet
+        decision("B4", planned_too, "activation", "2022-02-05T10:00:00+01:00"),
+        decision("B5", early, "activation", "2022-01-30T10:00:00+01:00"),
+        decision("B6", paris_day, "opposition", "2022-02-01T23:30:00Z"),  # 2 February 00:30 in Paris: the send day
+    ]
+    summary = _load(engine, write_decisions(tmp_path / "decisions.csv", rows), dt.date(2022, 2, 10))
+    assert summary["rows"] == {"read": 6, "accepted": 2, "quarantined": 4}
+    assert summary["quarantine_reasons"] == {"BEFORE_MESSAGE": 4}
+    assert summary["outcomes"] == {"opposed": 2} and summary["spaces_created"] == 0
+    now = states(engine)
+    assert (now[early], now[on_the_day], now[planned], now[planned_too], now[paris_day]) == (
+        "notified", "opposed", "planned", "planned", "opposed",
+    )  # fmt: skip
+    assert spaces(engine) == {}
+    with engine.connect() as connection:
+        lines = connection.execute(
+            text("SELECT line_no FROM quarantine WHERE reason_code = 'BEFORE_MESSAGE' ORDER BY line_no")
+        ).scalars().all()
+    assert lines == [2, 4, 5, 6]
+
+    # Quarantined, the reference is not taken: sent again once the message is out, it applies.
+    with engine.begin() as connection:
+        start_window(connection, messages[planned], dt.date(2022, 2, 4), OptOutWindow(), run_id="sender", now=dt.datetime(2022, 2, 4, 8, tzinfo=dt.UTC))
+    again = _load(engine, write_decisions(tmp_path / "again.csv", [rows[2]]), dt.date(2022, 2, 10))
+    assert again["outcomes"] == {"opposed": 1} and again["ignored_seen_before"] == 0
+    assert states(engine)[planned] == "opposed"
 
 
 def test_decisions_after_creation_close_purge_or_withdraw(engine: Engine, notified: list[str], tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from tests.factories import person_row
 
 SEND = dt.date(2022, 1, 31)
 DEADLINE = opt_out_deadline(SEND, OptOutWindow())  # 2022-02-28 23:59:59.999999 Paris
+SENT_AT = dt.datetime(2022, 1, 31, 11, tzinfo=dt.UTC)  # notified_at of a message sent on SEND: noon in Paris
 LAST_DAY = dt.date(2022, 2, 28)
 
 
@@ -66,8 +67,15 @@ starting_states = st.sampled_from(
 )
 
 
+def _start(start: EnrolmentState) -> PersonState:
+    """Notified on SEND, or planned (no message sent yet), or unreachable (no message could reach them)."""
+    if start == EnrolmentState.NOTIFIED:
+        return PersonState(start, DEADLINE, notified_on=SEND)
+    return PersonState(start)
+
+
 def _run_model(start: EnrolmentState, inputs: list[Decision | CreationRun]) -> tuple[PersonState, list[DecisionOutcome | None]]:
-    state = PersonState(start, DEADLINE if start == EnrolmentState.NOTIFIED else None)
+    state = _start(start)
     outcomes: list[DecisionOutcome | None] = []
     for item in inputs:
         if isinstance(item, CreationRun):
@@ -81,6 +89,10 @@ def _run_model(start: EnrolmentState, inputs: list[Decision | CreationRun]) -> t
 
 
 def _opposed_in_time(start: EnrolmentState, inputs: list[Decision | CreationRun]) -> bool:
+    """An opposition on or before the deadline, after the message (a planned person's message is
+    not sent yet: their answers are quarantined BEFORE_MESSAGE, and their state never moves)."""
+    if start == EnrolmentState.PLANNED:
+        return False
     deadline = DEADLINE if start == EnrolmentState.NOTIFIED else None
     return any(
         isinstance(item, Decision)
@@ -115,6 +127,17 @@ def test_the_state_machine_keeps_enrolment_and_space_consistent(
         assert state.space is None  # only the person's own activation could have given them one
 
 
+@settings(max_examples=300)
+@given(input_sequences)
+def test_a_person_whose_message_is_not_sent_yet_cannot_answer(inputs: list[Decision | CreationRun]) -> None:
+    state, outcomes = _run_model(EnrolmentState.PLANNED, inputs)
+    assert state == PersonState(EnrolmentState.PLANNED)
+    for item in inputs:
+        if isinstance(item, Decision) and item.event in (DecisionEvent.OPPOSITION, DecisionEvent.ACTIVATION):
+            assert decide(state, item.event, item.received_at).reason == DecisionReason.BEFORE_MESSAGE
+    assert set(outcomes) <= {None}
+
+
 @given(st.lists(st.one_of(decisions, creation_runs), max_size=8), decisions)
 def test_the_last_word_of_a_person_who_activates_is_theirs(inputs: list[Decision | CreationRun], last: Decision) -> None:
     state, _ = _run_model(EnrolmentState.NOTIFIED, [*inputs, Decision(DecisionEvent.ACTIVATION, last.received_at)])
@@ -133,7 +156,40 @@ def test_the_last_word_of_a_person_who_activates_is_theirs(inputs: list[Decision
             DecisionOutcome.LATE_OPPOSED,
             None,
         ),
-        (PersonState(EnrolmentState.PLANNED), DecisionEvent.OPPOSITION, DEADLINE, DecisionOutcome.OPPOSED, None),
+        # Before the message: still planned, or received on a day (Paris) before the send day.
+        (PersonState(EnrolmentState.PLANNED), DecisionEvent.OPPOSITION, DEADLINE, None, DecisionReason.BEFORE_MESSAGE),
+        (PersonState(EnrolmentState.PLANNED), DecisionEvent.ACTIVATION, DEADLINE, None, DecisionReason.BEFORE_MESSAGE),
+        (
+            PersonState(EnrolmentState.NOTIFIED, DEADLINE, notified_on=SEND),
+            DecisionEvent.OPPOSITION,
+            dt.datetime(2022, 1, 30, 22, 59, 59, tzinfo=dt.UTC),  # 30 January 23:59:59 in Paris
+            None,
+            DecisionReason.BEFORE_MESSAGE,
+        ),
+        (
+            PersonState(EnrolmentState.NOTIFIED, DEADLINE, notified_on=SEND),
+            DecisionEvent.OPPOSITION,
+            dt.datetime(2022, 1, 30, 23, 0, tzinfo=dt.UTC),  # 31 January 00:00 in Paris: the send day
+            DecisionOutcome.OPPOSED,
+            None,
+        ),
+        (
+            PersonState(EnrolmentState.OPPOSED, DEADLINE, notified_on=SEND),
+            DecisionEvent.ACTIVATION,
+            dt.datetime(2022, 1, 20, 10, tzinfo=dt.UTC),
+            None,
+            DecisionReason.BEFORE_MESSAGE,
+        ),
+        (
+            PersonState(EnrolmentState.CREATED, DEADLINE, SpaceState.ACTIVE, SpaceCause.AUTOMATIC, notified_on=SEND),
+            DecisionEvent.CLOSURE,
+            dt.datetime(2022, 1, 20, 10, tzinfo=dt.UTC),
+            DecisionOutcome.CLOSED,
+            None,
+        ),  # a closure concerns the space: judged by the space alone
+        # Unreachable: no message could reach them, none is waiting: their answer stands.
+        (PersonState(EnrolmentState.UNREACHABLE), DecisionEvent.OPPOSITION, DEADLINE, DecisionOutcome.OPPOSED, None),
+        (PersonState(EnrolmentState.UNREACHABLE), DecisionEvent.ACTIVATION, DEADLINE, DecisionOutcome.ACTIVATED, None),
         (
             PersonState(EnrolmentState.CREATED, DEADLINE, SpaceState.ACTIVE, SpaceCause.AUTOMATIC),
             DecisionEvent.OPPOSITION,
@@ -214,14 +270,20 @@ def lifecycle_db(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 def _enrol(engine: Engine, folder: Path, start: EnrolmentState) -> str:
     person = person_row()
     load_people(engine, [person], folder)
-    deadline = DEADLINE if start == EnrolmentState.NOTIFIED else None
+    notified = start == EnrolmentState.NOTIFIED
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO enrolments (nir, wave_id, state, opt_out_deadline, updated_at)"
-                " VALUES (:nir, 'W', :state, :deadline, :now)"
+                "INSERT INTO enrolments (nir, wave_id, state, notified_at, opt_out_deadline, updated_at)"
+                " VALUES (:nir, 'W', :state, :notified_at, :deadline, :now)"
             ),
-            {"nir": person["nir"], "state": start.value, "deadline": deadline, "now": DEADLINE},
+            {
+                "nir": person["nir"],
+                "state": start.value,
+                "notified_at": SENT_AT if notified else None,
+                "deadline": DEADLINE if notified else None,
+                "now": DEADLINE,
+            },
         )
     return person["nir"]
 

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from enrolment.codes import code_hash, notification_id, provisional_code, wave_key
+from enrolment.dao import register_wave, reject_wave
 from enrolment.planning import adult_born_by, dry_run_counts, plan_shard, select_cohort
-from enrolment.waves import WaveRequest, WaveRequestError, load_wave, register_wave, reject
+from enrolment.waves import WaveRequest, WaveRequestError, load_wave
 from tests.enrolment.builders import NOW, load_people, plan_wave, states
 from tests.factories import make_nir, person_row
 
@@ -194,7 +195,7 @@ def test_a_rejected_wave_cancels_its_messages_and_releases_its_people(
     var = tmp_path / "var"
     plan_wave(engine, var, "W1", ["01"], SEND, decide=False)
     with engine.begin() as connection:
-        released = reject(connection, "W1", by="operator", comment="wrong date", run_id="r", now=NOW)
+        released = reject_wave(connection, "W1", by="operator", comment="wrong date", run_id="r", now=NOW)
         statuses = connection.execute(text("SELECT DISTINCT status FROM notifications")).scalars().all()
         decided = connection.execute(text("SELECT state, decided_by, decision_comment FROM waves")).one()
     assert released["released_people"] == 7 and statuses == ["cancelled"]

@@ -189,16 +189,17 @@ def test_a_wave_from_register_to_spaces_through_the_dags(
     first += [
         decision("C001", changed_mind, "opposition", "2022-02-03T10:00:00+01:00"),
         decision("C002", changed_mind, "activation", "2022-02-20T10:00:00+01:00"),
-        decision("D000", in_time[0], "opposition", "2022-02-06T10:00:00+01:00"),  # the same reference again
+        decision("D000", in_time[0], "opposition", "2022-02-05T10:00:00+01:00"),  # the same row again: ignored
+        decision("D001", adults[41], "opposition", "2022-02-05T10:00:00+01:00"),  # the same reference, another person
         decision("U001", make_nir("1", 1950, 3, "75056", 999), "opposition", "2022-02-05T10:00:00+01:00"),  # not in the register
         decision("X001", adults[40], "closure", "2022-02-05T10:00:00+01:00"),  # no space to close
     ]
     first_file = write_decisions(tmp_path / "decisions-1.csv", first)
     loaded = run("decisions_intake", dt.date(2022, 2, 28), {"decisions_file": str(first_file)})["load_decisions"]
-    assert loaded["rows"] == {"read": 36, "accepted": 34, "quarantined": 2}
+    assert loaded["rows"] == {"read": 37, "accepted": 34, "quarantined": 3}
     assert loaded["ignored_seen_before"] == 1
     assert loaded["outcomes"] == {"activated": 11, "opposed": 22}
-    assert loaded["quarantine_reasons"] == {"NO_SPACE": 1, "UNKNOWN_NIR": 1}
+    assert loaded["quarantine_reasons"] == {"NO_SPACE": 1, "REFERENCE_CONFLICT": 1, "UNKNOWN_NIR": 1}
 
     # -- February passes: nothing is due before the deadline (and it must be quick).
     began = time.monotonic()

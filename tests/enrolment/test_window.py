@@ -10,15 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from enrolment.window import (
-    PARIS,
-    last_day_to_oppose,
-    mark_unreachable,
-    opt_out_deadline,
-    start_of_day,
-    start_window,
-    suspend_window,
-)
+from enrolment.dao import mark_unreachable, start_window, suspend_window
+from enrolment.window import PARIS, last_day_to_oppose, opt_out_deadline, start_of_day
 from mes_rollout.config import OptOutWindow, load_settings
 from mes_rollout.db import as_datetime
 from mes_rollout.runday import business_day

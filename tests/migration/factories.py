@@ -112,13 +112,18 @@ def insert_space(engine: Engine, nir: str, created_on: dt.date, *, state: str = 
 def decide_and_commit(engine: Engine, store: Any, day: dt.date, threshold: float = 1.0, *, finish: bool = True) -> str:
     """plan, classify, gate and commit (the DAG's tasks without the GX ones), then mark the run
     succeeded unless `finish` is False (a run that died before its validation); returns the run id."""
+    from mes_rollout.config import load_settings
     from mes_rollout.constants import MigrationRunState
     from migration import pipeline
 
-    plan = pipeline.plan_run(engine, day, threshold=threshold)
-    pipeline.classify_run(engine, store, plan.run_id, as_of=day)
+    settings = load_settings()
+    plan = pipeline.plan_run(engine, day, threshold=threshold, persons_per_batch=settings.migration_batch_persons)
+    pipeline.classify_run(
+        engine, store, plan.run_id, as_of=day, workers=settings.migration_content_workers,
+        max_document_bytes=settings.max_document_bytes,
+    )  # fmt: skip
     pipeline.check_gate(engine, plan.run_id)
-    pipeline.commit_run(engine, store, plan.run_id)
+    pipeline.commit_run(engine, store, plan.run_id, connections=settings.migration_commit_connections)
     if finish:
         pipeline.finish_run(engine, plan.run_id, MigrationRunState.SUCCEEDED)
     return plan.run_id

@@ -12,8 +12,10 @@ import pytest
 
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.constants import HoldBackReason
-from migration.content import CopyJob, copy_one, source_path
+from migration.content import CopyJob, CopyResult, copy_one
 from migration.store import FolderStore, HashMismatch, SizeMismatch, open_store
+
+MAX_BYTES = 256 * 1024 * 1024
 
 
 def sha1(content: bytes) -> str:
@@ -113,14 +115,24 @@ def test_abandoned_temporary_files_are_swept_not_shown(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content_path", ["../outside.pdf", "/etc/passwd", "", "content/../../x", "content/absent.pdf", "content"]
+    "content_path", ["../outside.pdf", "/etc/passwd", "", "content/../../x", "content/absent.pdf", ".", "content"]
 )
-def test_content_outside_the_extract_or_absent_is_missing(tmp_path: Path, content_path: str) -> None:
+def test_content_outside_the_extract_or_absent_is_held_back(tmp_path: Path, content_path: str) -> None:
     (tmp_path / "outside.pdf").write_bytes(b"secret")
     extract = tmp_path / "extract"
     (extract / "content").mkdir(parents=True)
-    result = copy_one(FolderStore(tmp_path / "store"), CopyJob(str(extract), content_path, 6, sha1(b"secret")))
-    assert result.store_key is None and result.reason == HoldBackReason.CONTENT_MISSING
+    job = CopyJob(str(extract), content_path, 6, sha1(b"secret"))
+    result = copy_one(FolderStore(tmp_path / "store"), job, max_bytes=MAX_BYTES)
+    expected = {
+        "../outside.pdf": HoldBackReason.CONTENT_OUTSIDE_EXTRACT,
+        "/etc/passwd": HoldBackReason.CONTENT_OUTSIDE_EXTRACT,
+        "content/../../x": HoldBackReason.CONTENT_OUTSIDE_EXTRACT,
+        ".": HoldBackReason.CONTENT_OUTSIDE_EXTRACT,
+        "": HoldBackReason.CONTENT_MISSING,
+        "content/absent.pdf": HoldBackReason.CONTENT_MISSING,
+        "content": HoldBackReason.CONTENT_NOT_REGULAR,  # a folder
+    }[content_path]
+    assert result == CopyResult(None, expected)
 
 
 def test_copy_checks_the_size_on_disk_then_the_hash(tmp_path: Path) -> None:
@@ -128,11 +140,15 @@ def test_copy_checks_the_size_on_disk_then_the_hash(tmp_path: Path) -> None:
     (extract / "content").mkdir(parents=True)
     (extract / "content" / "a.pdf").write_bytes(b"0123456789")
     store = FolderStore(tmp_path / "store")
-    assert copy_one(store, CopyJob(str(extract), "content/a.pdf", 11, sha1(b"0123456789"))).reason == "SIZE_MISMATCH"
-    assert copy_one(store, CopyJob(str(extract), "content/a.pdf", 10, sha1(b"0123456788"))).reason == "HASH_MISMATCH"
-    ok = copy_one(store, CopyJob(str(extract), "content/a.pdf", 10, sha1(b"0123456789")))
+    def copy(path: str, size: int, content: bytes) -> CopyResult:
+        return copy_one(store, CopyJob(str(extract), path, size, sha1(content)), max_bytes=MAX_BYTES)
+
+    assert copy("content/a.pdf", 11, b"0123456789").reason == "SIZE_MISMATCH"
+    assert copy("content/a.pdf", 10, b"0123456788").reason == "HASH_MISMATCH"
+    ok = copy("content/a.pdf", 10, b"0123456789")
     assert ok.reason is None and ok.store_key == hashlib.sha256(b"0123456789").hexdigest()
-    assert source_path(str(extract), "content/a.pdf") == str(extract / "content" / "a.pdf")
+    # A `..` that stays inside the extract is read as written (the path is normalised first).
+    assert copy("content/./absent/../a.pdf", 10, b"0123456789") == ok
 
 
 def test_the_store_is_chosen_by_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,8 +158,9 @@ def test_the_store_is_chosen_by_configuration(tmp_path: Path, monkeypatch: pytes
     default = open_store(settings)
     assert isinstance(default, FolderStore) and default.root == settings.document_store_dir
     monkeypatch.setenv("MES_DOCUMENT_STORE_URL", f"file://{tmp_path / 'elsewhere'}")
-    elsewhere = open_store(settings)
+    assert open_store(settings).root == settings.document_store_dir  # type: ignore[attr-defined]  # read once
+    elsewhere = open_store(load_settings())
     assert isinstance(elsewhere, FolderStore) and elsewhere.root == tmp_path / "elsewhere"
     monkeypatch.setenv("MES_DOCUMENT_STORE_URL", "s3://bucket/documents")
     with pytest.raises(ConfigError):
-        open_store(settings)
+        open_store(load_settings())

@@ -26,6 +26,7 @@ from tests.notifications.factories import adult, create_notification, create_wav
 from tests.notifications.relay import ScriptedRelay
 
 SEND_DAY = dt.date(2022, 1, 31)
+LOAD_DAY = dt.date(2022, 2, 7)  # the logical day of the loads: every line of these files is on or before it
 COLUMNS = ("notification_id", "status", "occurred_at", "detail")
 
 
@@ -39,8 +40,10 @@ def _feedback(folder: Path, name: str, lines: list[tuple[str, str, str, str]]) -
     return write_csv(folder / name, [dict(zip(COLUMNS, line, strict=True)) for line in lines], COLUMNS)
 
 
-def _load(engine: Engine, path: Path) -> Any:
-    return load_feedback(engine, path, window=load_settings().opt_out_window, run_id=f"feedback-{path.name}")
+def _load(engine: Engine, path: Path, as_of: dt.date = LOAD_DAY) -> Any:
+    return load_feedback(
+        engine, path, window=load_settings().opt_out_window, as_of=as_of, run_id=f"feedback-{path.name}"
+    )
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -169,6 +172,38 @@ def test_lines_that_break_a_rule_are_quarantined_with_a_reason(
     counts = fetch(engine, "SELECT rows_read, rows_accepted, rows_quarantined FROM input_files WHERE kind = 'feedback'")
     assert tuple(counts[0]) == (10, 2, 8)
     assert dict(fetch(engine, "SELECT notification_id, status FROM notifications"))[ids["delivered"]] == "delivered"
+
+
+def test_a_line_dated_after_the_load_day_in_paris_is_quarantined(
+    engine: Engine, settings_env: Path, tmp_path: Path, relay: SmtpTarget
+) -> None:
+    ids = _sent_wave(engine, settings_env, tmp_path, relay)["ids"]
+    path = _feedback(tmp_path, "feedback.csv", [
+        (ids["delivered"], "delivered", "2022-02-01T23:59:00+01:00", "23:59 in Paris on the day: in time"),
+        (ids["bounced"], "permanent_failure", "2022-02-02T00:00:00+01:00", "midnight in Paris: the next day"),
+        (ids["full"], "temporary_failure", "2022-02-01T23:00:00Z", "23:00 UTC is 00:00 in Paris: the next day"),
+        (ids["late"], "delivered", "2022-02-01T22:59:59Z", "23:59:59 in Paris: in time"),
+        (ids["letter"], "returned", "2022-03-01T09:00:00+01:00", "a month ahead"),
+    ])
+
+    summary = _load(engine, path, as_of=dt.date(2022, 2, 1))
+
+    assert (summary.read, summary.accepted, summary.quarantined, summary.applied) == (5, 2, 3, 2)
+    assert summary.as_dict()["quarantine_reasons"] == {"OCCURRED_IN_FUTURE": 3}
+    quarantined = fetch(engine, "SELECT line_no, reason_code FROM quarantine WHERE file_kind = 'feedback'")
+    assert sorted(tuple(row) for row in quarantined) == [
+        (3, "OCCURRED_IN_FUTURE"), (4, "OCCURRED_IN_FUTURE"), (6, "OCCURRED_IN_FUTURE")
+    ]
+    statuses = dict(fetch(engine, "SELECT notification_id, status FROM notifications"))
+    assert (statuses[ids["delivered"]], statuses[ids["late"]]) == ("delivered", "delivered")
+    assert (statuses[ids["bounced"]], statuses[ids["full"]], statuses[ids["letter"]]) == ("sent", "sent", "posted")
+    assert scalar(engine, "SELECT COUNT(*) FROM notifications WHERE channel = 'letter'") == 1  # no fallback queued
+
+    # Loaded again on the next day, as a new file, the lines held back apply.
+    later = _load(engine, _feedback(tmp_path, "later.csv", [
+        (ids["bounced"], "permanent_failure", "2022-02-02T00:00:00+01:00", ""),
+    ]), as_of=dt.date(2022, 2, 2))
+    assert (later.accepted, later.applied) == (1, 1)
 
 
 @pytest.mark.parametrize(

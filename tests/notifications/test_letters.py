@@ -7,10 +7,14 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import os
 import shutil
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pypdf import PdfReader
 from sqlalchemy import Engine, text
 
@@ -113,10 +117,12 @@ def test_printing_again_after_a_crash_gives_the_same_bytes(engine: Engine, setti
     [batch] = fetch(engine, "SELECT * FROM print_batches")
     kept = tmp_path / "first.pdf"
     shutil.copy(batch.pdf_path, kept)
-    # The crash: files written, nothing recorded.
+    # The crash: batch claimed and files written, nothing recorded; then the claim's lease passed.
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM print_batches"))
-        connection.execute(text("UPDATE notifications SET status = 'created', print_batch = NULL"))
+        connection.execute(text("UPDATE notifications SET status = 'created'"))
+        connection.execute(text("UPDATE print_batch_claims SET lease_until = :passed"),
+                           {"passed": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)})
     Path(batch.pdf_path).unlink()
 
     again = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-2")
@@ -165,3 +171,109 @@ def test_posting_a_batch_starts_the_window_of_each_person(engine: Engine, settin
     assert len(enrolments) == sum(len(members) for members in people.values())
     assert {(row.state, as_datetime(row.opt_out_deadline)) for row in enrolments} == {("notified", deadline)}
     assert post_printed_batches(engine, settings, logical_date=SEND_DAY, run_id="post-2") == []
+
+
+def test_a_batch_claimed_by_a_live_run_is_left_to_it(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    settings = load_settings()
+    _letters_wave(engine, settings_env, tmp_path)
+    print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+    # Another run claimed the batch and is still writing it (its lease runs): nothing to print.
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM print_batches"))
+        connection.execute(text("UPDATE notifications SET status = 'created'"))
+        connection.execute(text("UPDATE print_batch_claims SET lease_until = :running"),
+                           {"running": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)})
+
+    again = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-2")
+
+    assert (again.batches, again.letters_printed) == ([], 0)
+    assert fetch(engine, "SELECT * FROM print_batches") == []
+    assert {row.print_batch for row in fetch(engine, "SELECT print_batch FROM notifications")} == {"20220131-0001"}
+
+
+def test_print_files_are_owner_only_and_no_temporary_file_is_left(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    _letters_wave(engine, settings_env, tmp_path)
+    old_umask = os.umask(0o022)  # a usual umask: files would come out 0644, folders 0755
+    try:
+        summary = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1", batch_size=3)
+    finally:
+        os.umask(old_umask)
+
+    assert summary.batches == ["20220131-0001", "20220131-0002"]
+    assert stat.S_IMODE(settings.print_dir.stat().st_mode) == 0o700
+    written = sorted(path for path in settings.print_dir.rglob("*"))
+    assert [path.relative_to(settings.print_dir).as_posix() for path in written] == [
+        "20220131-0001", "20220131-0001/20220131-0001-manifest.csv", "20220131-0001/20220131-0001.pdf",
+        "20220131-0002", "20220131-0002/20220131-0002-manifest.csv", "20220131-0002/20220131-0002.pdf",
+    ]
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written if path.is_dir()} == {"0o700"}
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written if path.is_file()} == {"0o600"}
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_next_run_prints_the_batch(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    _letters_wave(engine, settings_env, tmp_path)
+    # A folder where the manifest should go: its rename fails after both files were written.
+    blocked = settings.print_dir / "20220131-0001" / "20220131-0001-manifest.csv"
+    blocked.mkdir(parents=True)
+    (blocked / "keep").write_text("x")
+
+    with pytest.raises(OSError):
+        print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+
+    leftovers = [path.name for path in blocked.parent.iterdir() if path.name.endswith(".tmp")]
+    assert leftovers == []
+    assert fetch(engine, "SELECT * FROM print_batches") == []
+    shutil.rmtree(blocked)
+    again = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-2")
+    # The claim was given up on the failure: the next run writes the same batch at once.
+    assert again.batches == ["20220131-0001"] and again.letters_printed == 4
+    assert {row.status for row in fetch(engine, "SELECT status FROM notifications")} == {"printed"}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_printing_runs_at_once_write_distinct_batches_of_distinct_letters(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    wave = create_wave(engine, settings_env)
+    people = [adult(email="") for _ in range(40)]
+    load_people(engine, tmp_path, people)
+    for person in people:
+        create_notification(engine, settings_env, wave, person, channel="letter")
+    barrier = threading.Barrier(2)
+    results: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        barrier.wait()
+        try:
+            results[name] = print_letters(engine, settings, logical_date=SEND_DAY, run_id=name, batch_size=5)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            results[name] = error
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert not any(isinstance(result, BaseException) for result in results.values()), results
+    batches = results["a"].batches + results["b"].batches
+    assert sorted(batches) == [f"20220131-{n:04d}" for n in range(1, 9)]
+    assert results["a"].letters_printed + results["b"].letters_printed == 40
+    recorded = fetch(engine, "SELECT batch_id, letters, run_id FROM print_batches ORDER BY batch_id")
+    assert [row.letters for row in recorded] == [5] * 8
+    assert {row.run_id for row in recorded} == {"a", "b"}
+    in_batches = fetch(engine, "SELECT print_batch, COUNT(*) AS n FROM notifications GROUP BY print_batch")
+    assert sorted((row.print_batch, row.n) for row in in_batches) == [(batch, 5) for batch in sorted(batches)]
+    manifests = [Path(path).read_text(encoding="utf-8") for path in
+                 [row[0] for row in fetch(engine, "SELECT manifest_path FROM print_batches")]]
+    references = [line.split(";")[0] for text_ in manifests for line in text_.splitlines()[1:]]
+    assert len(references) == len(set(references)) == 40  # no letter in two batches
+    assert [path.name for path in settings.print_dir.rglob("*.tmp")] == []

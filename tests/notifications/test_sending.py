@@ -278,11 +278,13 @@ def test_a_rerun_never_sends_what_is_sent_and_resends_what_a_crash_left_sending(
     wave = create_wave(engine, settings_env)
     ids = [create_notification(engine, settings_env, wave, person, shard=index % 2) for index, person in
            enumerate(people)]
-    # A sender claimed two messages of shard 0 and died before recording anything.
+    # A sender claimed two messages of shard 0 an hour ago and died before recording anything.
+    an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     with engine.begin() as connection:
         pending = dao.pending_emails(connection, logical_date=SEND_DAY, status=dao.Status.CREATED, after_id="",
-                                     limit=10, shard=0)
-        dao.claim_for_sending(connection, pending, send_date=SEND_DAY, now=dt.datetime.now(dt.UTC), run_id="dead")
+                                     limit=10, now=an_hour_ago, shard=0)
+        dao.claim_for_sending(connection, pending, send_date=SEND_DAY, now=an_hour_ago, run_id="dead",
+                              lease=dao.Lease("dead-sender", an_hour_ago + dt.timedelta(minutes=10)))
     assert {_status(engine, i)[0] for i in ids[0::2]} == {"sending"}
 
     first = _send(engine, target)
@@ -292,7 +294,7 @@ def test_a_rerun_never_sends_what_is_sent_and_resends_what_a_crash_left_sending(
     assert second["sent"] == 0 and len(handler.received) == 4
 
 
-def test_settle_resends_only_stale_sending_messages_and_gives_up_after_the_last_attempt(
+def test_settle_resends_only_messages_whose_lease_passed_and_gives_up_after_the_last_attempt(
     engine: Engine, settings_env: Path, tmp_path: Path, relay: tuple[ScriptedRelay, SmtpTarget]
 ) -> None:
     handler, target = relay
@@ -300,14 +302,15 @@ def test_settle_resends_only_stale_sending_messages_and_gives_up_after_the_last_
     load_people(engine, tmp_path, people)
     wave = create_wave(engine, settings_env)
     stale, fresh, worn = (create_notification(engine, settings_env, wave, person) for person in people)
-    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    passed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    running = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
     with engine.begin() as connection:
-        for notification_id, claimed_at, attempts in ((stale, long_ago, 1), (fresh, dt.datetime.now(dt.UTC), 1),
-                                                      (worn, long_ago, FAST.max_attempts)):
+        for notification_id, lease_until, attempts in ((stale, passed, 1), (fresh, running, 1),
+                                                       (worn, passed, FAST.max_attempts)):
             connection.execute(
-                text("UPDATE notifications SET status = 'sending', attempts = :a, send_date = :d, claimed_at = :c"
-                     " WHERE notification_id = :id"),
-                {"a": attempts, "d": SEND_DAY, "c": claimed_at, "id": notification_id},
+                text("UPDATE notifications SET status = 'sending', attempts = :a, send_date = :d,"
+                     " claimed_by = 'another-sender', lease_until = :until WHERE notification_id = :id"),
+                {"a": attempts, "d": SEND_DAY, "until": lease_until, "id": notification_id},
             )
 
     summary = settle_stuck(engine, load_settings(), target, logical_date=dt.date(2022, 2, 1), run_id="settle",
@@ -315,7 +318,7 @@ def test_settle_resends_only_stale_sending_messages_and_gives_up_after_the_last_
 
     assert summary.sent == 1 and summary.technical_failures == 1 and summary.letters_queued == 1
     assert _status(engine, stale) == ("sent", 2)
-    assert _status(engine, fresh) == ("sending", 1)  # its sender may still be alive
+    assert _status(engine, fresh) == ("sending", 1)  # its sender's lease runs: it is alive
     assert _status(engine, worn)[0] == "technical_failure"
     [message] = handler.messages()
     assert reference_of(message["Message-ID"]) == stale

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from enrolment.window import start_window, start_windows
+from enrolment.dao import start_window, start_windows
 from mes_rollout.config import OptOutWindow
 from tests.notifications.factories import adult, create_notification, create_wave, family, load_people
 

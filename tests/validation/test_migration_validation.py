@@ -4,15 +4,17 @@ report counts by reason, type and confidentiality, links the Data Docs, masks NI
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
 from mes_rollout.config import load_settings
 from mes_rollout.nir import mask
-from migration import pipeline, run
+from migration import run
 from migration.intake import load_dmp_extract
 from migration.store import open_store
 from tests.migration.factories import ExtractBuilder, a_person, insert_space, load_people
@@ -73,7 +75,7 @@ def test_a_lost_decision_fails_the_reconciliation(engine: Engine, settings_env: 
     settings = load_settings()
     store = open_store(settings)
     planned = run.start(engine, settings, RUN, holdback_threshold=0.5)
-    run.classify(engine, store, planned["run_id"])
+    run.classify(engine, settings, store, planned["run_id"])
     with engine.begin() as connection:
         lost = connection.execute(text("SELECT entry_uuid FROM migration_decisions LIMIT 1")).scalar_one()
         connection.execute(text("DELETE FROM migration_decisions WHERE entry_uuid = :e"), {"e": lost})
@@ -98,9 +100,9 @@ def test_a_changed_confidentiality_or_lost_content_fails_the_migrated_suite(
     store = open_store(settings)
     planned = run.start(engine, settings, RUN, holdback_threshold=0.5)
     run_id = planned["run_id"]
-    run.classify(engine, store, run_id)
+    run.classify(engine, settings, store, run_id)
     run.gate(engine, run_id)
-    pipeline.commit_run(engine, store, run_id)
+    run.commit(engine, settings, store, run_id)
     with engine.begin() as connection:
         connection.execute(text("UPDATE migrated_documents SET confidentiality = 'N' WHERE confidentiality = 'R|MASQUE_PS'"))
         key = connection.execute(text("SELECT store_key FROM migrated_documents WHERE confidentiality = 'N' LIMIT 1")).scalar_one()
@@ -109,3 +111,54 @@ def test_a_changed_confidentiality_or_lost_content_fails_the_migrated_suite(
         run.validate_committed(engine, settings, store, run_id)
     assert "expect_column_pair_values_to_be_equal(confidentiality)" in str(failed.value)
     assert "expect_column_pair_values_to_be_equal(stored_size)" in str(failed.value)
+
+
+# One hostile value per free-text field of the extract that the Data Docs could show.
+HOSTILE = {
+    "type_code": "<img src=x onerror=alert(1)>",
+    "class_code": "<script>alert(2)</script>",
+    "confidentiality": "N|<img src=x onerror=alert(3)>",
+    "author_role": "<script>alert(4)</script>",
+    "hash": "<img src=x onerror=alert(5)>",
+    "mime_type": "<script>alert(6)</script>",
+    "title": "<script>alert(7)</script>",
+    "unique_id": "<img src=x onerror=alert(8)>",
+    "replaces": "<img src=x onerror=alert(9)>",
+    "content_path": "content/<script>alert(10)</script>.pdf",
+    "status": "<script>alert(11)</script>",  # quarantined at intake: never staged
+}
+HOSTILE_DMP_ID = "<img src=x onerror=alert(12)>"
+SHOWN_BY_GX = ("type_code", "class_code", "confidentiality", "author_role", "hash")  # failing expectations
+
+
+@pytest.mark.slow
+def test_hostile_values_are_escaped_in_the_data_docs(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    person, other = a_person(), a_person()
+    load_people(engine, tmp_path, [person, other], dt.date(2022, 1, 20))
+    builder = ExtractBuilder(tmp_path / "dmp")
+    dmp_id = builder.add_dmp(person)
+    for _ in range(3):
+        builder.add_document(dmp_id)
+    for field, value in HOSTILE.items():
+        overrides: dict[str, Any] = {field: value}
+        builder.add_document(dmp_id, **overrides)
+    hostile_dmp = builder.add_dmp(other, dmp_id=HOSTILE_DMP_ID, sexe="<script>alert(13)</script>")
+    builder.add_document(hostile_dmp)
+    load_dmp_extract(engine, builder.write())
+    for someone in (person, other):
+        insert_space(engine, someone["nir"], dt.date(2022, 3, 1))
+    settings = load_settings()
+    store = open_store(settings)
+    planned = run.start(engine, settings, RUN, holdback_threshold=0.0)  # every warning fails: values shown
+    run.classify(engine, settings, store, planned["run_id"])
+    summary = run.validate_decisions(engine, settings, planned["run_id"])
+    docs = settings.reports_dir / "migration" / planned["run_id"] / "data_docs"
+    pages = {page: page.read_text(encoding="utf-8") for page in docs.rglob("*.html")}
+    assert summary["passed"] and len(pages) >= 3
+    everything = "\n".join(pages.values())
+    for value in [*HOSTILE.values(), HOSTILE_DMP_ID]:
+        assert value not in everything, value
+    assert "<img src=x" not in everything and "<script>alert" not in everything
+    for field in SHOWN_BY_GX:  # shown, escaped
+        escaped = html.escape(HOSTILE[field].split("|")[-1])
+        assert escaped in everything, field
