@@ -87,6 +87,15 @@ def run_log_path(home: Path, dag_id: str, logical_date: dt.date | dt.datetime) -
     return path.resolve()
 
 
+# Text streams over file descriptors 1 and 2 themselves, never closed: a logger that keeps one
+# (Airflow's structlog loggers cache the stream they were created with) writes wherever the
+# descriptor points at the moment, the run's log file during a run, the terminal after it.
+_DESCRIPTOR_STREAMS = {
+    fd: open(fd, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    for fd in (1, 2)
+}
+
+
 @contextlib.contextmanager
 def _output_to(path: Path) -> Iterator[None]:
     """Send this process's standard output and error, file descriptors included, to `path`."""
@@ -97,11 +106,11 @@ def _output_to(path: Path) -> Iterator[None]:
     saved_streams = sys.stdout, sys.stderr
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
-    # Python-level writers too (a test runner may have replaced sys.stdout by its own object).
-    stream = open(descriptor, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    sys.stdout = sys.stderr = stream
-    # Logging handlers that write to a terminal stream hold the stream object they were given.
-    # (Not files, nor in-memory captures such as a test's caplog.)
+    os.close(descriptor)
+    # Python-level writers too (a test runner may have replaced sys.stdout by its own object), and
+    # logging handlers, which hold the stream object they were given (not files, nor in-memory
+    # captures such as a test's caplog).
+    sys.stdout, sys.stderr = _DESCRIPTOR_STREAMS[1], _DESCRIPTOR_STREAMS[2]
     handlers = [
         handler
         for handler in logging.getLogger().handlers
@@ -109,19 +118,19 @@ def _output_to(path: Path) -> Iterator[None]:
         and not isinstance(handler, logging.FileHandler)
         and not isinstance(handler.stream, io.StringIO)
     ]
-    handler_streams = [_swap_stream(handler, stream) for handler in handlers]
+    handler_streams = [_swap_stream(handler, _DESCRIPTOR_STREAMS[2]) for handler in handlers]
     try:
         yield
     finally:
-        stream.flush()
+        for stream in _DESCRIPTOR_STREAMS.values():
+            stream.flush()
         for handler, previous in zip(handlers, handler_streams, strict=True):
             _swap_stream(handler, previous)
         sys.stdout, sys.stderr = saved_streams
-        stream.close()
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
-        for fd in (saved_out, saved_err, descriptor):
-            os.close(fd)
+        os.close(saved_out)
+        os.close(saved_err)
 
 
 def _swap_stream(handler: logging.StreamHandler, stream: Any) -> Any:
