@@ -70,6 +70,9 @@ class Settings:
     statement_timeout_seconds: int = 3600
     smtp_timeout_seconds: int = 60
     send_lease_seconds: int = 600
+    # Planner statistics refreshed (ANALYZE) at the end of every bulk write of our own tables:
+    # without them PostgreSQL plans a fresh table as nearly empty (mes_rollout.db.analyze).
+    analyze_after_writes: bool = True
 
     @property
     def dir_mode(self) -> int:
@@ -100,6 +103,16 @@ def _file_mode(text: str) -> int:
     return mode
 
 
+def _flag(text: str, name: str) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={text!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the settings from the environment (or the mapping given, for tests)."""
     env = dict(os.environ if environ is None else environ)
@@ -128,6 +141,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "3600")),
             smtp_timeout_seconds=int(env.get("MES_SMTP_TIMEOUT", "60")),
             send_lease_seconds=int(env.get("MES_SEND_LEASE", "600")),
+            analyze_after_writes=_flag(env.get("MES_ANALYZE_AFTER_WRITES", "1"), "MES_ANALYZE_AFTER_WRITES"),
         )
     except ValueError as error:
         if isinstance(error, ConfigError):

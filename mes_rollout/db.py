@@ -82,6 +82,41 @@ def by_key(connection: Connection, column: str) -> str:
     return f"+{column}" if connection.dialect.name == "sqlite" else column
 
 
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# SQLite: rows sampled per index by ANALYZE (approximate statistics, a few milliseconds whatever
+# the table's size; what the planner needs is the shape, not exact counts).
+_SQLITE_ANALYSIS_LIMIT = 1000
+
+
+def analyze(connection: Connection, *tables: str, always: bool = False) -> None:
+    """Fresh planner statistics for `tables`, at the end of a bulk write that changed their size.
+
+    Without them PostgreSQL plans a table it has never analysed from its page count alone (and
+    autovacuum comes a minute later at best): a join over a freshly loaded million rows estimated
+    at one row becomes a nested loop whose cost grows with the square of the rows. On PostgreSQL
+    one `ANALYZE` of the tables in the connection's transaction: it samples the rows that
+    transaction wrote, and its statistics are committed with them, there for the next statement
+    and the next stage. Tables are analysed in name order, so that two transactions analysing
+    the same tables take their locks (SHARE UPDATE EXCLUSIVE, held to the commit) in the same
+    order. On SQLite, `ANALYZE` of each table with a sampling limit (sqlite_stat1), which keeps
+    the planner on primary keys rather than a status index.
+
+    Off when the setting `analyze_after_writes` is (MES_ANALYZE_AFTER_WRITES=0), unless `always`:
+    the statistics the very next statements of the caller need to be planned well."""
+    if not tables or not (always or load_settings().analyze_after_writes):
+        return
+    names = sorted(set(tables))
+    for name in names:
+        if not _TABLE_NAME.match(name):
+            raise ValueError(f"not a table name: {name!r}")
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"ANALYZE {', '.join(names)}")
+        return
+    connection.exec_driver_sql(f"PRAGMA analysis_limit = {_SQLITE_ANALYSIS_LIMIT}")
+    for name in names:
+        connection.exec_driver_sql(f"ANALYZE {name}")
+
+
 def dialect_of(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0]
 
