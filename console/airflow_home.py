@@ -10,6 +10,7 @@ from pathlib import Path
 from mes_rollout.config import PROJECT_ROOT
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
+PLUGINS_FOLDER = PROJECT_ROOT / "plugins"  # the Rollout page and the Wave view (plugins/mes_rollout_ui.py)
 AIRFLOW_CONFIG = PROJECT_ROOT / "airflow.cfg"
 
 
@@ -18,6 +19,7 @@ def airflow_environment(home: Path) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW_CONFIG": str(AIRFLOW_CONFIG),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

@@ -147,6 +147,7 @@ def bench_letters(count: int, small_count: int) -> dict[str, Any]:
 def _bare(port: int, count: int, connections: int) -> dict[str, Any]:
     import aiosmtplib
 
+    from enrolment.references import draw
     from notifications.render import DEFAULT_SENDER, Member, build_email, message_content
 
     settings = load_settings()
@@ -154,7 +155,7 @@ def _bare(port: int, count: int, connections: int) -> dict[str, Any]:
     prebuilt = [
         build_email(
             message_content(str(uuid.UUID(int=i)), member.nir, member, [member], b"k" * 32, SEND_DATE,
-                            settings.opt_out_window),
+                            settings.opt_out_window, reference=draw(str(uuid.UUID(int=i)))),
             f"personne.{i}@example.fr",
         )
         for i in range(1000)
@@ -212,6 +213,7 @@ def _airflow_baseline(port: int, count: int) -> dict[str, Any]:
 
     from airflow.utils.email import send_email_smtp
 
+    from enrolment.references import draw
     from notifications.render import SUBJECT, Member, message_content, render_html
 
     logging.getLogger("airflow.utils.email").setLevel(logging.WARNING)
@@ -219,7 +221,7 @@ def _airflow_baseline(port: int, count: int) -> dict[str, Any]:
     member = Member("282080105300118", "Camille", "Martin")
     html = render_html(
         message_content(str(uuid.UUID(int=1)), member.nir, member, [member], b"k" * 32, SEND_DATE,
-                        settings.opt_out_window)
+                        settings.opt_out_window, reference=draw(str(uuid.UUID(int=1))))
     )
     started = time.perf_counter()
     for index in range(count):

@@ -18,14 +18,41 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from console import bench_intake, cli_enrolment, cli_migration, cli_notifications
+from console import (
+    bench_flow,
+    bench_intake,
+    cli_enrolment,
+    cli_migration,
+    cli_notifications,
+    cli_notifications_lookup,
+    cli_report,
+    cli_simulate,
+    cli_stack,
+    cli_verify,
+    logfile,
+    progress,
+)
 from console.commands import CommandFailed, Commands, add_date_option, resolve_defaults
 from console.dagrun import DagRunFailed
+from mes_rollout import logsafe
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.csvfile import InputFileError
 
+log = logging.getLogger("console.cli")
+
 # Each contributes its subcommands through `add_commands(Commands)`.
-COMMAND_MODULES = (cli_enrolment, cli_notifications, cli_migration, bench_intake)
+COMMAND_MODULES = (
+    cli_enrolment,
+    cli_notifications,
+    cli_notifications_lookup,
+    cli_migration,
+    cli_verify,
+    cli_report,
+    cli_stack,
+    cli_simulate,
+    bench_intake,
+    bench_flow,
+)
 
 
 def _db_upgrade(_args: argparse.Namespace) -> dict[str, Any]:
@@ -38,10 +65,13 @@ def _db_upgrade(_args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_register(args: argparse.Namespace) -> dict[str, Any]:
+    from console import progress
     from enrolment.register import load_register
     from mes_rollout.db import get_engine
 
-    summary = load_register(get_engine(), args.file, as_of=args.date)
+    engine = get_engine()
+    with progress.tracking(lambda _connection: progress.file_rows(args.file), "register: "):
+        summary = load_register(engine, args.file, as_of=args.date)
     return summary.as_dict()
 
 
@@ -60,16 +90,40 @@ def _synth(args: argparse.Namespace) -> dict[str, Any]:
     return summary.as_dict()
 
 
+def run_quietly(argv: list[str]) -> dict[str, Any]:
+    """Run one subcommand in this process and return its summary, printing nothing (the demo's
+    steps). Its failure is raised: SystemExit for a usage error, the command's own error else."""
+    args = resolve_defaults(build_parser().parse_args(argv))
+    try:
+        summary: dict[str, Any] = args.handler(args)
+    except CommandFailed as error:
+        raise CommandFailed(f"mes-rollout {' '.join(argv)}: {error}", {}) from None
+    return summary
+
+
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+
     from console.demo import run_demo
 
-    return run_demo(persons=args.persons, seed=args.seed, run_command=main)
+    terminal = Console(highlight=False)
+
+    def say(line: str) -> None:
+        log.info("demo: %s", line)
+        if not args.json:
+            terminal.print(f"[green]✓[/green] {line}")
+
+    return run_demo(persons=args.persons, seed=args.seed, run_command=run_quietly, say=say)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    parser = argparse.ArgumentParser(prog="mes-rollout", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="mes-rollout",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db = top.add_parser("db", help="database schema", description="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -88,20 +142,61 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--dirty", type=float, default=0.0, help="share of rows given a realistic fault (0-1)")
     synth.add_argument("--no-dmp", action="store_true", help="write the register only")
-    demo = commands.add(top, "demo", _demo, "run the whole lifecycle on the embedded default")
+    demo = commands.add(
+        top, "demo", _demo, "run the whole lifecycle on the embedded default, in a new folder var/demo-<moment>",
+        epilog="examples:\n  mes-rollout demo\n  mes-rollout demo --persons 1500 --seed 7\n\n"
+        "Each demo has its own database, outbox, print files and reports; rm -rf var/demo-* removes them.",
+    )
     demo.add_argument("--persons", type=int, default=10_000)
     demo.add_argument("--seed", type=int, default=2022)
 
     for module in COMMAND_MODULES:
         module.add_commands(commands)
+    parser.epilog = _epilog(commands.benchmarks)
     return parser
 
 
-def _print_human(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.pretty import Pretty
+EXAMPLES = """\
+dates are YYYY-MM-DD (a --date left out is today in Paris); départements are comma-separated
+codes (01,02,2A,971); add --json to any command for a machine-readable summary on stdout.
 
-    Console(stderr=False).print(Pretty(summary, expand_all=True))
+examples:
+  mes-rollout demo                                   the whole lifecycle on 10 000 synthetic people
+  mes-rollout load register extract.csv --date 2022-01-28
+  mes-rollout wave run W1 --departements 01,02 --date 2022-01-31 --dry-run
+  mes-rollout wave run W1 --departements 01,02 --date 2022-01-31 --approve --comment "checked"
+  mes-rollout wave list
+  mes-rollout send --date 2022-01-31
+  mes-rollout advance --to 2022-03-01
+  mes-rollout status --json
+
+logs: every command writes its log to $MES_VAR_DIR/logs/mes-rollout-<day>.log (var/logs by
+default), each in-process DAG run to $AIRFLOW_HOME/logs/mes-rollout/<dag>/; the terminal shows
+the result, the warnings that matter and the errors."""
+
+
+def _epilog(benchmarks: list[tuple[str, str]]) -> str:
+    lines = [EXAMPLES]
+    if benchmarks:
+        width = max(len(name) for name, _ in benchmarks)
+        lines += ["", "benchmarks (BENCHMARKS.md; each has --help):"]
+        lines += [f"  {name.ljust(width)}  {help}" for name, help in sorted(benchmarks)]
+    return "\n".join(lines)
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The subcommand as typed: "status", "wave show", "load register", "bench-emails"..."""
+    parts = [args.command]
+    for level in ("db_command", "load_command", "wave_command", "airflow_command", "notification_command"):
+        if getattr(args, level, None):
+            parts.append(getattr(args, level))
+    return " ".join(parts)
+
+
+def _print_human(command: str, summary: dict[str, Any]) -> None:
+    from console.render import print_summary
+
+    print_summary(command, summary)
 
 
 @contextlib.contextmanager
@@ -124,31 +219,44 @@ def _stdout_kept_for_json(json_wanted: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = resolve_defaults(parser.parse_args(argv))
+    try:
+        logfile.install(load_settings())
+    except ConfigError as error:
+        print(f"mes-rollout: {error}", file=sys.stderr)
+        return 2
+    progress.enable(sys.stdout.isatty() and not args.json)
+    command = command_name(args)
+    log.info("mes-rollout %s", command)
     try:
         with _stdout_kept_for_json(args.json):
             summary = args.handler(args)
     except (InputFileError, ConfigError) as error:
-        print(f"mes-rollout: {error}", file=sys.stderr)
+        _report_failure(command, error)
         return 2
     except DagRunFailed as error:
-        print(f"mes-rollout: {error}", file=sys.stderr)
+        _report_failure(command, error)
         return 1
     except CommandFailed as error:
-        _print_summary(error.summary, as_json=args.json)
-        print(f"mes-rollout: {error}", file=sys.stderr)
+        _print_summary(command, error.summary, as_json=args.json)
+        _report_failure(command, error)
         return 1
-    _print_summary(summary, as_json=args.json)
+    _print_summary(command, summary, as_json=args.json)
     return 0
 
 
-def _print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
+def _report_failure(command: str, error: Exception) -> None:
+    """On the terminal, and in the log file (at INFO: the terminal has it already)."""
+    log.info("mes-rollout %s failed: %s", command, error)
+    print(f"mes-rollout: {logsafe.mask_text(str(error))}", file=sys.stderr)
+
+
+def _print_summary(command: str, summary: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
-        _print_human(summary)
+        _print_human(command, summary)
 
 
 if __name__ == "__main__":

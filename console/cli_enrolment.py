@@ -44,8 +44,12 @@ def _wave_run(args: argparse.Namespace) -> dict[str, Any]:
                 f"mes-rollout: wave {request.wave_id} is already {existing.state}"
                 + (" (a dry run comes before the wave)" if request.dry_run else " with other parameters")
             )
+    from console import progress
+
     decision = APPROVE if args.approve else REJECT if args.reject else None
-    return wave_outcome(run_wave(request, args.date, decision=decision, comment=args.comment))
+    with progress.tracking(progress.planning(request.wave_id), f"wave {request.wave_id}: "):
+        result = run_wave(request, args.date, decision=decision, comment=args.comment)
+    return wave_outcome(result)
 
 
 def _wave_answer(option: str) -> Any:
@@ -71,10 +75,23 @@ def _wave_show(args: argparse.Namespace) -> dict[str, Any]:
     return {"wave_id": wave.wave_id, "state": wave.state.value, "decided_by": wave.decided_by, "counts": wave.counts}
 
 
+def _wave_list(_args: argparse.Namespace) -> dict[str, Any]:
+    from console.status import wave_list
+    from mes_rollout.db import get_engine
+
+    with get_engine().connect() as connection:
+        return {"waves": wave_list(connection)}
+
+
 def _advance(args: argparse.Namespace) -> dict[str, Any]:
+    import datetime as dt
+
+    from console import progress
     from console.schedule import advance
 
-    return advance(args.to, start=args.start)
+    started = dt.datetime.now(dt.UTC)
+    with progress.tracking(progress.since(started), "advance: "):
+        return advance(args.to, start=args.start)
 
 
 def _load_decisions(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,10 +112,22 @@ def add_commands(commands: Commands) -> None:
     wave = commands.top.add_parser("wave", help="plan, approve and inspect waves", description="waves")
     wave_commands = wave.add_subparsers(dest="wave_command", required=True, metavar="ACTION")
 
-    run = commands.add(wave_commands, "run", _wave_run, "run the enrolment_wave DAG for a wave (in-process)")
+    run = commands.add(
+        wave_commands, "run", _wave_run, "run the enrolment_wave DAG for a wave (in-process)",
+        epilog="examples:\n"
+        "  mes-rollout wave run W1 --departements 01,02 --date 2022-01-31 --dry-run\n"
+        "  mes-rollout wave run W1 --departements 01,02 --date 2022-01-31 --approve --comment \"checked\"\n"
+        "  mes-rollout wave run W1 --departements 2A,2B,971 --date 2022-02-01 --cap 500000\n\n"
+        "Without --approve or --reject the run waits for an answer: mes-rollout wave approve W1 (another shell)\n"
+        "or Airflow's Required actions.",
+    )
     run.add_argument("wave_id")
-    run.add_argument("--departements", type=_departements, required=True, help="comma-separated, e.g. 01,02")
-    run.add_argument("--date", type=iso_date, required=True, help="send date = the run's logical date")
+    run.add_argument(
+        "--departements", type=_departements, required=True, metavar="CODES", help="comma-separated, e.g. 01,02,2A"
+    )
+    run.add_argument(
+        "--date", type=iso_date, required=True, metavar="YYYY-MM-DD", help="send date = the run's logical date"
+    )
     run.add_argument("--cap", type=int, default=None, help="cap on recipients (default 2 000 000)")
     run.add_argument("--dry-run", action="store_true", help="count only: nothing is written for the people")
     decided = run.add_mutually_exclusive_group()
@@ -115,13 +144,20 @@ def add_commands(commands: Commands) -> None:
 
     show = commands.add(wave_commands, "show", _wave_show, "a wave's state and counts")
     show.add_argument("wave_id")
+    commands.add(
+        wave_commands, "list", _wave_list, "every wave: state, send date, départements, people and messages"
+    )
 
     advance = commands.add(
-        commands.top, "advance", _advance, "run the daily DAGs (sending, space creation, DMP migration) for each day up to a date"
+        commands.top, "advance", _advance,
+        "run the daily DAGs (sending, space creation, DMP migration) for each day up to a date",
+        epilog="examples:\n  mes-rollout advance --to 2022-03-01\n"
+        "  mes-rollout advance --from 2022-01-31 --to 2022-02-15   (days already run are run again)",
     )
-    advance.add_argument("--to", type=iso_date, required=True, help="last logical date to run")
+    advance.add_argument("--to", type=iso_date, required=True, metavar="YYYY-MM-DD", help="last logical date to run")
     advance.add_argument(
-        "--from", dest="start", type=iso_date, default=None, help="first day (default: after the last advance)"
+        "--from", dest="start", type=iso_date, default=None, metavar="YYYY-MM-DD",
+        help="first day (default: after the last advance)",
     )
 
     decisions = commands.add(commands.load, "decisions", _load_decisions, "load a decisions.csv (decisions_intake DAG)")

@@ -27,8 +27,11 @@ def _migrate(args: argparse.Namespace) -> dict[str, Any]:
     conf: dict[str, Any] = {"date": args.date.isoformat()}
     if args.holdback_threshold is not None:
         conf["holdback_threshold"] = args.holdback_threshold
+    from console import progress
+
     try:
-        result = run_dag("dmp_migration", args.date, conf)
+        with progress.tracking(progress.migration(), "migrate: "):
+            result = run_dag("dmp_migration", args.date, conf)
     except DagRunFailed as error:
         with get_engine().connect() as connection:
             row = connection.execute(

@@ -18,14 +18,27 @@ def _load_feedback(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _send(args: argparse.Namespace) -> dict[str, Any]:
+    from console import progress
     from console.dagrun import ensure_airflow_home, run_dag
+    from console.status import send_report
+    from mes_rollout.db import get_engine
 
     ensure_airflow_home()
     from notifications.tasks import ensure_smtp_pool
 
     ensure_smtp_pool()
-    result = run_dag("notification_sending", args.date, raise_on_failure=False)
-    return {"dag_run": result.run_id, "state": result.state, "tasks": result.task_states, **result.xcom_returns}
+    with progress.tracking(progress.sending(args.date), "send: "):
+        result = run_dag("notification_sending", args.date, raise_on_failure=False)
+    with get_engine().connect() as connection:
+        report = send_report(connection, result.run_id, result.xcom_returns)
+    return {
+        "dag_run": result.run_id,
+        "date": args.date.isoformat(),
+        "state": result.state,
+        "tasks": result.task_states,
+        "report": report,
+        **result.xcom_returns,
+    }
 
 
 def _bench_emails(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,9 +58,14 @@ def add_commands(commands: Commands) -> None:
     feedback.add_argument("file", type=Path)
     add_date_option(feedback, "logical date of the load")
     send = commands.add(
-        commands.top, "send", _send, "run notification_sending for a date: send due emails, print and post letters"
+        commands.top, "send", _send, "run notification_sending for a date: send due emails, print and post letters",
+        epilog="examples:\n  mes-rollout send --date 2022-01-31\n  mes-rollout send --date 2022-01-31 --json"
+        "\n\nprints emails sent, bounced, deferred, letters printed; the run's log file is under"
+        "\n$AIRFLOW_HOME/logs/mes-rollout/notification_sending/",
     )
-    send.add_argument("--date", type=iso_date, required=True, help="logical date of the run (the send date)")
+    send.add_argument(
+        "--date", type=iso_date, required=True, metavar="YYYY-MM-DD", help="logical date of the run (the send date)"
+    )
     emails = commands.add(
         commands.top, "bench-emails", _bench_emails,
         "emails/s end to end vs a bare aiosmtplib sender vs Airflow's one-connection-per-email sending",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mes_rollout.runday import today
@@ -20,9 +20,22 @@ class Commands:
     top: argparse._SubParsersAction
     load: argparse._SubParsersAction
     common: argparse.ArgumentParser  # parent parser giving every command --json
+    # The benchmarks (`bench-NAME` at the top level): listed apart from the operators' commands
+    # in `mes-rollout --help`, as (name, help).
+    benchmarks: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, where: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = where.add_parser(name, help=help, description=help, parents=[self.common])
+    def add(
+        self, where: argparse._SubParsersAction, name: str, handler: Handler, help: str, *, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        """Hang a command; `epilog`: examples shown at the end of its --help, as written."""
+        options: dict[str, Any] = {"description": help, "parents": [self.common]}
+        if epilog:
+            options.update(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if where is self.top and name.startswith("bench-"):
+            self.benchmarks.append((name, help))  # no help= here: argparse leaves it out of the list
+        else:
+            options["help"] = help
+        parser: argparse.ArgumentParser = where.add_parser(name, **options)
         parser.set_defaults(handler=handler)
         return parser
 
@@ -47,7 +60,9 @@ TODAY: Any = _Today()
 
 def add_date_option(parser: argparse.ArgumentParser, help: str) -> None:
     """A `--date YYYY-MM-DD` option that defaults to the day the command runs."""
-    parser.add_argument("--date", type=iso_date, default=TODAY, help=f"{help} (YYYY-MM-DD, default: today in Paris)")
+    parser.add_argument(
+        "--date", type=iso_date, default=TODAY, metavar="YYYY-MM-DD", help=f"{help} (default: today in Paris)"
+    )
 
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from console import logfile
 from console.airflow_home import DAGS_FOLDER, prepare
 from mes_rollout.config import load_settings
 
@@ -73,6 +74,11 @@ def ensure_airflow_home() -> Path:
     """The Airflow home of in-process runs: $AIRFLOW_HOME when the caller set one, else var/airflow."""
     home = Path(os.environ.get("AIRFLOW_HOME") or load_settings().var_dir / "airflow")
     prepare(home)
+    # Airflow replaces the root logger's handlers when first imported: import it now, then put
+    # the console's back (its log file; Airflow's own output goes to the run's log file).
+    import airflow  # noqa: F401
+
+    logfile.reclaim()
     return home
 
 
@@ -194,6 +200,7 @@ def run_dag(
         task_states[key] = str(instance.state)
         if instance.state == "success" and instance.map_index < 0:
             xcoms[instance.task_id] = instance.xcom_pull(task_ids=instance.task_id, key="return_value")
+    logfile.reclaim()  # in case the run configured logging again
     failed = [task for task, state in task_states.items() if state == "failed"]
     errors = first_errors(log_path, failed) if failed else []
     result = DagRunResult(dag_id, run.run_id, str(run.state), task_states, xcoms, log_path, errors)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 
 from console.commands import CommandFailed
 from enrolment.spaces import creation_due
+from enrolment.weekly import weekly_wave_due
 from mes_rollout.constants import WaveState
 from mes_rollout.db import as_date
 from migration.run import migration_due
@@ -27,14 +28,16 @@ from notifications.dao import sending_due
 
 log = logging.getLogger(__name__)
 
-# In this order each day: messages due are sent (their windows start), spaces whose window closed
-# are created, then the DMPs of the new spaces are carried over.
-DAILY_DAGS: tuple[str, ...] = ("notification_sending", "space_creation", "dmp_migration")
+# In this order each day: the weekly wave is planned (on its weekday, after the calendar), messages
+# due are sent (their windows start), spaces whose window closed are created, then the DMPs of the
+# new spaces are carried over.
+DAILY_DAGS: tuple[str, ...] = ("weekly_wave", "notification_sending", "space_creation", "dmp_migration")
 
 DueCheck = Callable[[Connection, dt.date], bool]
 
 # dag_id -> the check telling whether the day has anything for it. A DAG without one runs every day.
 DUE_CHECKS: dict[str, DueCheck] = {
+    "weekly_wave": weekly_wave_due,
     "notification_sending": sending_due,
     "space_creation": creation_due,
     "dmp_migration": migration_due,

@@ -32,7 +32,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=0)  # an unreadable file stays unreadable: the operator re-triggers with a new one
     def load_decisions() -> dict:
         from enrolment.tasks import load_decisions as run
         from mes_rollout.runday import context_day

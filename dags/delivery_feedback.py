@@ -24,7 +24,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=0)  # an unreadable file stays unreadable: the operator re-triggers with a new one
     def load_feedback() -> dict:
         from mes_rollout.runday import context_day
         from notifications.tasks import feedback_file

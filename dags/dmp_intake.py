@@ -25,7 +25,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=0)  # an unreadable extract stays unreadable: the operator re-triggers with a new one
     def load_extract(params: dict | None = None, run_id: str | None = None) -> dict:
         from migration import tasks
 

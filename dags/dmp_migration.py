@@ -6,7 +6,7 @@ default the run's day). Tasks, in order: plan (or resume an interrupted run), cl
 reconciliation), quality_gate (fails the run above the hold-back threshold: nothing committed),
 commit, validate_migration (GX: migrated documents, reconciliation), report (always runs; fails
 when the run did not succeed, so that a stopped run is visible). Reports and Data Docs:
-$MES_VAR_DIR/reports/migration/<run_id>/. Each task calls `migration.tasks`.
+$MES_VAR_DIR/reports/<rollout_id>/migration/<run_id>/. Each task calls `migration.tasks`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ with DAG(
 
         return tasks.validate_decisions(planned["run_id"])
 
-    @task
+    @task(retries=0)  # the gate's decision is the data's: a retry gives the same answer
     def quality_gate(planned: Any) -> dict:
         from migration import tasks
 
@@ -81,7 +81,7 @@ with DAG(
 
         return tasks.validate_migration(planned["run_id"])
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", retries=0)  # fails when the run failed: a retry cannot change it
     def report(planned: Any) -> dict:
         from migration import tasks
 

@@ -123,6 +123,7 @@ with DAG(
         },
         execution_timeout=APPROVAL_TIMEOUT,
         response_timeout=APPROVAL_TIMEOUT,
+        retries=0,  # a person's answer is asked once: clearing the task asks again
     )
 
     @task.branch

@@ -1,7 +1,6 @@
 """DAG notification_sending: send the due messages of approved waves, on each approval and daily.
 
-renotify (people unreachable until now who have a usable channel again) -> list the shards holding
-emails to send -> one mapped task per shard, each holding a slot of the `smtp_relay` pool while it
+List the shards holding emails to send -> one mapped task per shard, each holding a slot of the `smtp_relay` pool while it
 talks to the relay -> settle emails left `sending` by a dead sender (its lease passed) -> print
 the due letters (fallbacks included) and hand the batches to the print provider. The send date of
 every message is the run's logical date (as a day in Paris). One run at a time here; senders of
@@ -41,12 +40,6 @@ with DAG(
 ) as dag:
 
     @task
-    def renotify() -> dict:
-        from notifications.tasks import renotify as run
-
-        return run(*_run())
-
-    @task
     def list_email_shards() -> list[int]:
         from notifications.tasks import email_shards
 
@@ -81,6 +74,5 @@ with DAG(
     sent = send_email_shard.expand(shard=shards)
     settled = settle_stuck()
     printed = print_and_post_letters()
-    renotify() >> shards
     sent >> settled >> printed
     [sent, printed] >> all_shards_sent()

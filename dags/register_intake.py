@@ -20,7 +20,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=0)  # an unreadable file stays unreadable: the operator re-triggers with a new one
     def load_register(params: dict | None = None, logical_date: pendulum.DateTime | None = None) -> dict:
         from pathlib import Path
 

@@ -30,7 +30,7 @@ from mes_rollout.constants import (
     SpaceState,
     WaveState,
 )
-from mes_rollout.db import by_key
+from mes_rollout.db import analyze, by_key
 
 _CHUNK = 500  # messages (or people) per statement
 
@@ -104,6 +104,7 @@ def register_wave(connection: Connection, request: WaveRequest, *, run_id: str, 
         text("INSERT INTO wave_departements (wave_id, departement) VALUES (:wave_id, :departement)"),
         [{"wave_id": request.wave_id, "departement": code} for code in request.departements],
     )
+    analyze(connection, "wave_departements")  # the cohort query joins every person to it
     record(
         connection,
         AuditEvent(
@@ -659,6 +660,8 @@ def create_automatic_spaces(connection: Connection, day: dt.date, *, run_id: str
         ),
         params,
     )
+    if created > 0:
+        analyze(connection, "enrolments", "spaces")  # the migration's scope joins spaces next
     return max(created, 0)
 
 

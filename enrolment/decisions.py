@@ -41,7 +41,7 @@ from mes_rollout.constants import (
     SpaceState,
 )
 from mes_rollout.csvfile import chunks, read_rows
-from mes_rollout.db import as_date, as_datetime
+from mes_rollout.db import analyze, as_date, as_datetime
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import Nir, NirError, normalise
 from mes_rollout.runday import business_day
@@ -175,6 +175,8 @@ def load_decisions(
         _quarantine_unknown_nirs(connection, summary)
         _apply(connection, summary, as_of=as_of, run_id=run_id, now=now)
         connection.exec_driver_sql("DROP TABLE decisions_staging")
+        if summary.applied:
+            analyze(connection, "decisions", "enrolments", "spaces")
         inputs.finish(
             connection,
             input_file_id,

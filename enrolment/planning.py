@@ -25,11 +25,12 @@ from sqlalchemy import Connection, Engine, text
 
 from enrolment import dao
 from enrolment.codes import code_hash, notification_id, provisional_code, wave_key
+from enrolment.references import free_references
 from enrolment.waves import CohortOutcome, Wave, load_wave
 from enrolment.window import add_calendar_months
 from mes_rollout import bulk
 from mes_rollout.constants import Channel, EnrolmentState, NotificationStatus, WaveExclusion, WaveState
-from mes_rollout.db import load_query
+from mes_rollout.db import analyze, load_query
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ def _select(
         ),
         _cohort_params(wave.wave_id, wave.send_date, wave.recipient_cap, shard_size),
     )
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("ANALYZE wave_cohort")
+    analyze(connection, "wave_cohort", always=True)  # the statements below read it
     dao.enrol_unreachable(connection, wave.wave_id, run_id=run_id, now=now)
     rows = connection.execute(
         text(f"{_GROUPED} FROM wave_cohort WHERE wave_id = :wave_id GROUP BY outcome, channel, reason"),  # noqa: S608
@@ -182,16 +182,21 @@ def _select(
         connection, wave.wave_id, {**_header(wave, dry_run=False), "selection": selection},
         people=selection["people"], run_id=run_id, now=now,
     )  # fmt: skip
+    if selection["people"]["unreachable"]:
+        analyze(connection, "enrolments")
     log.info("wave %s: cohort selected %s", wave.wave_id, selection["people"])
 
 
-def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str]]) -> None:
+def _stage_keys(connection: Connection, rows: list[tuple[str, str, str, str, str, str]]) -> None:
     connection.exec_driver_sql("DROP TABLE IF EXISTS plan_keys")
     connection.exec_driver_sql(
         "CREATE TEMP TABLE plan_keys (nir TEXT PRIMARY KEY, recipient_nir TEXT NOT NULL, channel TEXT NOT NULL,"
-        " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL, previous_state TEXT)"
+        " code_hash TEXT NOT NULL, notification_id TEXT NOT NULL, reference TEXT NOT NULL, previous_state TEXT)"
     )
-    bulk.insert_rows(connection, "plan_keys", ("nir", "recipient_nir", "channel", "code_hash", "notification_id"), rows)
+    bulk.insert_rows(
+        connection, "plan_keys", ("nir", "recipient_nir", "channel", "code_hash", "notification_id", "reference"), rows
+    )
+    analyze(connection, "plan_keys")
 
 
 # The shard's statements join the staged keys (about MES_SHARD_SIZE rows) to the big tables only
@@ -202,11 +207,11 @@ _PREVIOUS_STATE = text(
 )
 _NOTIFY = text(
     "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
-    " created_at, updated_at)"
+    " reference, created_at, updated_at)"
     " SELECT m.notification_id, :wave_id, m.recipient_nir, m.channel, :created, :shard,"
     " CASE WHEN m.channel = :email THEN (SELECT r.email FROM persons AS r WHERE r.nir = m.recipient_nir) END,"
-    " :now, :now"
-    " FROM (SELECT DISTINCT notification_id, recipient_nir, channel FROM plan_keys) AS m WHERE TRUE"
+    " m.reference, :now, :now"
+    " FROM (SELECT DISTINCT notification_id, recipient_nir, channel, reference FROM plan_keys) AS m WHERE TRUE"
     " ON CONFLICT (notification_id) DO NOTHING"
 )
 _MEMBERS = text(
@@ -244,8 +249,9 @@ def plan_shard(
             if message is None:
                 message = ids[recipient] = notification_id(key, wave_id, recipient)
             staged.append((nir, recipient, channel, code_hash(nir, provisional_code(key, nir)), message))
+        references = free_references(connection, ids.values())  # each message's, drawn before it is inserted
         del cohort, ids
-        _stage_keys(connection, staged)
+        _stage_keys(connection, [(*row, references[row[4]]) for row in staged])
         params = {
             "wave_id": wave_id,
             "shard": shard,
@@ -328,6 +334,9 @@ def summarise(engine: Engine, wave_id: str, *, run_id: str, now: dt.datetime) ->
             "selection": selection,
         }
         dao.finish_planning(connection, wave_id, counts, run_id=run_id, now=now)
+        # What the shards wrote, analysed once (not per shard: shards run at once, and ANALYZE
+        # holds its lock to the commit): sending plans from these statistics.
+        analyze(connection, "enrolments", "notifications", "notification_members", "wave_shards")
         return counts
 
 

@@ -28,7 +28,7 @@ from mes_rollout.arrowcsv import bool_array, int64_array, read_batches, string_a
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import check_bytes
-from mes_rollout.db import load_query
+from mes_rollout.db import analyze, load_query
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import Nir, NirError, normalise
 from mes_rollout.postal_address import PostalAddress
@@ -326,6 +326,8 @@ def load_register(
             quarantined=summary.quarantined,
             warnings=summary.warnings,
         )
+        # Statistics committed with the rows: the next stage (a wave's cohort) plans from them.
+        analyze(connection, "persons", "quarantine", "input_warnings")
     log.info(
         "register %s: read %d = accepted %d + quarantined %d (%d warnings)",
         path.name,

@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from enrolment import dao, planning, spaces
+from enrolment import dao, planning, spaces, weekly
 from enrolment.decisions import load_decisions as load
 from enrolment.plan import DEFAULT_PLAN, wave_of_day
 from enrolment.waves import WaveRequest, clean_wave_id, load_wave
+from enrolment.window import window_line
 from mes_rollout.config import load_settings
 from mes_rollout.constants import WaveState
 from mes_rollout.db import get_engine
+from mes_rollout.rollout_summary import refresh as refresh_summary
 
 
 def _now() -> dt.datetime:
@@ -39,7 +41,9 @@ def count_dry_run(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         wave = load_wave(connection, clean_wave_id(params.get("wave_id")))
     if wave is None:
         raise LookupError(f"no wave {params.get('wave_id')!r}")
-    return planning.dry_run_counts(engine, wave, shard_size=load_settings().shard_size, run_id=run_id, now=_now())
+    counts = planning.dry_run_counts(engine, wave, shard_size=load_settings().shard_size, run_id=run_id, now=_now())
+    refresh_summary(engine, source="enrolment_wave", run_id=run_id)
+    return counts
 
 
 def select_cohort(params: Mapping[str, Any], run_id: str) -> list[int]:
@@ -68,11 +72,12 @@ def summarise(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     with engine.connect() as connection:
         wave = load_wave(connection, wave_id)
     assert wave is not None
+    refresh_summary(engine, source="enrolment_wave", run_id=run_id)
     return {
         "state": wave.state.value,
         "needs_approval": wave.state == WaveState.AWAITING_APPROVAL,
         "counts": counts,
-        "body": planning.approval_body(counts),
+        "body": planning.approval_body(counts) + "\n\n" + window_line(wave.send_date, load_settings().opt_out_window),
     }
 
 
@@ -88,6 +93,7 @@ def approve_wave(params: Mapping[str, Any], answer: Mapping[str, Any], run_id: s
     by, comment = answer_author(answer)
     with get_engine().begin() as connection:
         dao.approve_wave(connection, wave_id, by=by, comment=comment, run_id=run_id, now=_now())
+    refresh_summary(get_engine(), source="enrolment_wave", run_id=run_id)
     return {"wave_id": wave_id, "state": WaveState.APPROVED.value, "by": by}
 
 
@@ -96,17 +102,54 @@ def reject_wave(params: Mapping[str, Any], answer: Mapping[str, Any], run_id: st
     by, comment = answer_author(answer)
     with get_engine().begin() as connection:
         released = dao.reject_wave(connection, wave_id, by=by, comment=comment, run_id=run_id, now=_now())
+    refresh_summary(get_engine(), source="enrolment_wave", run_id=run_id)
     return {"wave_id": wave_id, "state": WaveState.REJECTED.value, "by": by, **released}
+
+
+def register_weekly_wave(params: Mapping[str, Any], day: dt.date, run_id: str) -> dict[str, Any]:
+    """The week's wave (enrolment/weekly.py), recorded; its run conf, which the next steps take as Params."""
+    plan_file = Path(params.get("plan_file") or DEFAULT_PLAN)
+    request = weekly.weekly_request(day, params, plan_file)
+    with get_engine().begin() as connection:
+        dao.register_wave(connection, request, run_id=run_id, now=_now())
+    return request.as_conf()
+
+
+def settle_weekly_wave(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """A planned weekly wave of at most MES_WEEKLY_AUTO_APPROVE_CAP messages is approved here; a
+    larger one is left awaiting approval for enrolment_wave's approval step. `route` names what
+    follows: approved (now: publish), ask_operator, or already_decided (a re-run)."""
+    wave_id = clean_wave_id(params.get("wave_id"))
+    cap = load_settings().weekly_auto_approve_cap
+    with get_engine().begin() as connection:
+        wave = load_wave(connection, wave_id)
+        if wave is None:
+            raise LookupError(f"no wave {wave_id}")
+        messages = weekly.messages_of(wave)
+        if weekly.auto_approvable(wave, cap):
+            comment = f"{messages} messages, at most {cap} approved without an operator"
+            dao.approve_wave(connection, wave_id, by=weekly.AUTO_APPROVER, comment=comment, run_id=run_id, now=_now())
+            route = "approved"
+        elif wave.state == WaveState.AWAITING_APPROVAL:
+            route = "ask_operator"
+        else:
+            route = "already_decided"
+        settled = load_wave(connection, wave_id)
+    assert settled is not None
+    return {"wave_id": wave_id, "state": settled.state.value, "messages": messages, "auto_approve_cap": cap, "route": route}
 
 
 def create_spaces(day: dt.date, run_id: str) -> dict[str, Any]:
     """The daily creation run of `day`: counts (deaths cancelled, spaces created)."""
-    return spaces.create_due_spaces(get_engine(), day, run_id=run_id, now=_now())
+    created = spaces.create_due_spaces(get_engine(), day, run_id=run_id, now=_now())
+    refresh_summary(get_engine(), source="space_creation", run_id=run_id)
+    return created
 
 
 def load_decisions(decisions_file: str, day: dt.date, run_id: str) -> dict[str, Any]:
     """One decisions.csv loaded as of `day`: its counts and reasons, and the day (for the Asset)."""
     summary = load(get_engine(), Path(decisions_file), as_of=day, run_id=run_id, now=_now())
+    refresh_summary(get_engine(), source="decisions_intake", run_id=run_id)
     return {**summary.as_dict(), "day": day.isoformat()}
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mes_rollout.postal_address import MAX_LINE_LENGTH, PostalAddress, normalised_line
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,25 +21,50 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class OptOutWindow:
-    """Length of the opt-out window: calendar months plus weeks plus days (ISO 8601 duration)."""
+    """Length of the opt-out window: calendar months plus weeks plus days (ISO 8601 duration), and
+    the later lengths a decree set, each for the messages sent from its effective date on
+    (`changes`, in date order). `enrolment.window.window_for` says which applies to a message."""
 
     months: int = 1
     weeks: int = 0
     days: int = 0
+    changes: tuple[tuple[dt.date, OptOutWindow], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> OptOutWindow:
-        match = _WINDOW_PATTERN.match(text.strip().upper())
+        """`P1M`, or a first length then dated ones: `P1M;2022-04-01=P6W` (P6W for the messages
+        sent on 1 April 2022 or later)."""
+        first, *dated = [part.strip() for part in text.split(";")]
+        base = cls._duration(first, text)
+        changes: list[tuple[dt.date, OptOutWindow]] = []
+        for part in dated:
+            day, _, duration = part.partition("=")
+            try:
+                effective = dt.date.fromisoformat(day.strip())
+            except ValueError:
+                raise ConfigError(f"MES_OPT_OUT_WINDOW={text!r}: {part!r} is not DATE=DURATION (2022-04-01=P6W)") from None
+            if changes and effective <= changes[-1][0]:
+                raise ConfigError(f"MES_OPT_OUT_WINDOW={text!r}: effective dates must increase")
+            changes.append((effective, cls._duration(duration, text)))
+        return cls(base.months, base.weeks, base.days, tuple(changes))
+
+    @classmethod
+    def _duration(cls, part: str, text: str) -> OptOutWindow:
+        match = _WINDOW_PATTERN.match(part.strip().upper())
         if not match or not any(match.groupdict().values()):
-            raise ConfigError(f"MES_OPT_OUT_WINDOW={text!r}: expected an ISO 8601 duration such as P1M or P6W")
+            raise ConfigError(
+                f"MES_OPT_OUT_WINDOW={text!r}: expected an ISO 8601 duration such as P1M or P6W,"
+                " optionally followed by dated changes (P1M;2022-04-01=P6W)"
+            )
         parts = {name: int(value or 0) for name, value in match.groupdict().items()}
-        return cls(**parts)
+        return cls(parts["months"], parts["weeks"], parts["days"])
 
     def __str__(self) -> str:
         text = "P" + "".join(
             f"{value}{unit}" for value, unit in ((self.months, "M"), (self.weeks, "W"), (self.days, "D")) if value
         )
-        return text if text != "P" else "P0D"
+        text = text if text != "P" else "P0D"
+        return text + "".join(f";{effective.isoformat()}={window}" for effective, window in self.changes)
 
 
 @dataclass(frozen=True)
@@ -70,9 +98,15 @@ class Settings:
     statement_timeout_seconds: int = 3600
     smtp_timeout_seconds: int = 60
     send_lease_seconds: int = 600
+    # A weekly wave of at most this many messages is approved without an operator; a larger one
+    # waits for the approval of enrolment_wave (0: every weekly wave waits).
+    weekly_auto_approve_cap: int = 20_000
     # Planner statistics refreshed (ANALYZE) at the end of every bulk write of our own tables:
     # without them PostgreSQL plans a fresh table as nearly empty (mes_rollout.db.analyze).
     analyze_after_writes: bool = True
+    # The sender's block at the top left of every letter, where La Poste returns a letter it could
+    # not deliver (NPAI): AFNOR lines, as MES_RETURN_ADDRESS gives them (see _return_address).
+    return_address: tuple[str, ...] = ("ASSURANCE MALADIE", "MON ESPACE SANTE", "TSA 12345", "75000 PARIS CEDEX")
 
     @property
     def dir_mode(self) -> int:
@@ -113,6 +147,28 @@ def _flag(text: str, name: str) -> bool:
     raise ConfigError(f"{name}={text!r}: expected 1 or 0 (true/false, yes/no, on/off)")
 
 
+def _at_least_zero(name: str, text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ConfigError(f"{name}={text!r}: expected a count, 0 or more")
+    return value
+
+
+def _return_address(text: str) -> tuple[str, ...]:
+    """MES_RETURN_ADDRESS: lines separated by '|', the sender's name first and 'POSTCODE LOCALITY'
+    last ('Assurance Maladie|Mon espace santé|TSA 12345|75000 PARIS CEDEX'), checked as a postal
+    address (6 lines of 38 characters at most) and printed as AFNOR lines."""
+    name, *middle, last = [line.strip() for line in text.split("|")] if "|" in text else ("", text)
+    postcode, _, locality = last.partition(" ")
+    address = PostalAddress(tuple(middle), postcode, locality)
+    problems = list(address.full_problems())
+    if not normalised_line(name) or len(normalised_line(name)) > MAX_LINE_LENGTH:
+        problems.insert(0, f"the first line (the sender) must be 1 to {MAX_LINE_LENGTH} characters")
+    if problems:
+        raise ConfigError(f"MES_RETURN_ADDRESS={text!r}: {'; '.join(problems)}")
+    return address.printable_lines(name)
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the settings from the environment (or the mapping given, for tests)."""
     env = dict(os.environ if environ is None else environ)
@@ -141,7 +197,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "3600")),
             smtp_timeout_seconds=int(env.get("MES_SMTP_TIMEOUT", "60")),
             send_lease_seconds=int(env.get("MES_SEND_LEASE", "600")),
+            weekly_auto_approve_cap=_at_least_zero("MES_WEEKLY_AUTO_APPROVE_CAP", env.get("MES_WEEKLY_AUTO_APPROVE_CAP", "20000")),
             analyze_after_writes=_flag(env.get("MES_ANALYZE_AFTER_WRITES", "1"), "MES_ANALYZE_AFTER_WRITES"),
+            return_address=_return_address(
+                env.get("MES_RETURN_ADDRESS", "Assurance Maladie|Mon espace santé|TSA 12345|75000 PARIS CEDEX")
+            ),
         )
     except ValueError as error:
         if isinstance(error, ConfigError):

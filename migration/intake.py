@@ -27,7 +27,7 @@ from mes_rollout.bulk import insert_rows
 from mes_rollout.constants import DmpIntakeReason, DmpStatus, DocumentStatus, FileKind
 from mes_rollout.contracts import DMP_COLUMNS, DOCUMENT_COLUMNS
 from mes_rollout.csvfile import Row, chunks, file_sha256, read_rows
-from mes_rollout.db import load_query
+from mes_rollout.db import analyze, load_query
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import normalise
 
@@ -267,10 +267,8 @@ def load_dmp_extract(
         )
         connection.exec_driver_sql("DROP TABLE dmp_records_staging")
         connection.exec_driver_sql("DROP TABLE dmp_documents_staging")
-        if connection.dialect.name == "postgresql":
-            # Fresh statistics after a bulk load, so that the migration's joins are planned well.
-            connection.exec_driver_sql("ANALYZE dmp_records")
-            connection.exec_driver_sql("ANALYZE dmp_documents")
+        # Fresh statistics after a bulk load, so that the migration's joins are planned well.
+        analyze(connection, "dmp_records", "dmp_documents", "quarantine")
         for file_id, counts in ((summary.dmp_file_id, summary.dmps), (summary.documents_file_id, summary.documents)):
             inputs.finish(
                 connection, file_id, read=counts.read, accepted=counts.accepted, quarantined=counts.quarantined,

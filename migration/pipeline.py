@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from mes_rollout import audit
 from mes_rollout.bulk import insert_rows
 from mes_rollout.constants import DocumentOutcome, MigrationBatchState, MigrationRunState, SpaceState
-from mes_rollout.db import as_date, as_datetime, load_query
+from mes_rollout.db import analyze, as_date, as_datetime, load_query
 from migration.content import CopyJob, CopyResult, copy_one
 from migration.rules import Decision, Person, SourceDmp, SourceDocument, classify_space, finish_chains
 from migration.store import DocumentStore
@@ -170,7 +170,7 @@ def plan_run(
             },
         )
         connection.execute(text(load_query("migration_plan_batches.sql")), {"run_id": run_id, "now": now})
-        _analyze(connection, "migration_run_dmps", "migration_batches")
+        analyze(connection, "migration_run_dmps", "migration_batches", always=True)
         plan = _describe_plan(connection, run_id, resumed=False)
         set_run_state(connection, run_id, MigrationRunState.CLASSIFYING, dmps=plan.dmps)
         audit.record(
@@ -182,13 +182,6 @@ def plan_run(
         )  # fmt: skip
     log.info("migration run %s: %d DMPs in %d batches", run_id, plan.dmps, plan.batches)
     return plan
-
-
-def _analyze(connection: Connection, *tables: str) -> None:
-    """PostgreSQL: fresh statistics after a bulk write, before the joins that read it."""
-    if connection.dialect.name == "postgresql":
-        for table in tables:
-            connection.exec_driver_sql(f"ANALYZE {table}")
 
 
 def _describe_plan(connection: Connection, run_id: str, *, resumed: bool) -> RunPlan:
@@ -308,7 +301,7 @@ def classify_run(
             _record_batch(engine, run_id, current, counts)
             current = upcoming
     with engine.begin() as connection:
-        _analyze(connection, "migration_decisions")
+        analyze(connection, "migration_decisions", always=True)
         if run_state(connection, run_id) == MigrationRunState.CLASSIFYING:
             set_run_state(connection, run_id, MigrationRunState.CLASSIFIED)
     return dict(counts)
@@ -430,7 +423,8 @@ def commit_run(engine: Engine, store: DocumentStore, run_id: str, *, connections
         committed = sum(_commit_batch(engine, run_id, batch_no) for batch_no in pending)
     with engine.begin() as connection:
         if committed:
-            _analyze(connection, "dmp_document_outcomes", "migrated_documents")
+            analyze(connection, "dmp_document_outcomes", "migrated_documents", always=True)
+            analyze(connection, "dmp_migrations")  # read by the next run's scope
         set_run_state(connection, run_id, MigrationRunState.COMMITTED)
         migrated = connection.execute(
             text("SELECT COUNT(*) FROM migrated_documents WHERE migration_run_id = :r"), {"r": run_id}

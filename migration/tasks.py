@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from mes_rollout.config import Settings, load_settings
 from mes_rollout.db import get_engine
+from mes_rollout.rollout_summary import refresh as refresh_summary
 from mes_rollout.runday import run_day
 from migration import run
 from migration.intake import load_dmp_extract
@@ -112,4 +113,7 @@ def validate_migration(run_id: str) -> dict[str, Any]:
 def report(run_id: str) -> dict[str, Any]:
     """Write the run's report; fails when the run did not succeed (a stopped run is visible)."""
     resources = _resources()
-    return run.report(resources.engine, resources.settings, run_id)
+    try:
+        return run.report(resources.engine, resources.settings, run_id)
+    finally:  # a stopped run's figures count too
+        refresh_summary(resources.engine, source="dmp_migration", run_id=run_id)

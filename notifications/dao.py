@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, text
 
 from mes_rollout.constants import Channel, NotificationStatus, WaveState
-from mes_rollout.db import as_date, by_key, load_query
+from mes_rollout.db import analyze, as_date, by_key, load_query
 from notifications import statuses
 from notifications.render import Member
 
@@ -39,6 +39,7 @@ class PendingMessage:
     """A message to render and hand over, with what it says."""
 
     notification_id: str
+    reference: str  # the short one the message shows (enrolment/references.py)
     wave_id: str
     recipient_nir: str
     email: str | None
@@ -118,12 +119,7 @@ def refresh_planner_statistics(connection: Connection) -> None:
     statements do not depend on them (`by_key`), but the enrolment side's per-message ones do:
     without statistics SQLite reads their `state IN (...)` filter through the state index, every
     planned enrolment for each message, instead of the few people of that message."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
-        for table in ("enrolments", "notifications", "notification_members"):
-            connection.exec_driver_sql(f"ANALYZE {table}")
-    else:
-        connection.exec_driver_sql("ANALYZE enrolments, notifications, notification_members")
+    analyze(connection, "enrolments", "notifications", "notification_members", always=True)
 
 
 def email_shards(connection: Connection, logical_date: dt.date) -> list[int]:
@@ -171,13 +167,14 @@ def pending_emails(
     return [
         PendingMessage(
             notification_id=row.notification_id,
+            reference=row.reference,
             wave_id=row.wave_id,
             recipient_nir=row.recipient_nir,
             email=row.email,
             attempts=int(row.attempts),
             send_date=as_date(row.send_date),
             status=row.status,
-            recipient=Member(row.recipient_nir, row.prenom, row.nom),
+            recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             members=tuple(members.get(row.notification_id, ())),
         )
         for row in rows

@@ -1,5 +1,6 @@
-"""What follows a message that did not reach its people: a letter instead of a failed email, the
-unreachable state after a returned letter, and a new message once the register brings a channel.
+"""What follows a message that did not reach its people: a letter instead of a failed email, and
+the unreachable state after a returned letter (the weekly wave tells them again once the register
+brings a channel: enrolment/weekly.py).
 
 The enrolment side owns the window and every enrolment write (enrolment.dao); this module only calls it.
 """
@@ -10,29 +11,25 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
-from enrolment import codes
 from enrolment import dao as enrolment_dao
+from enrolment.references import free_references
 from mes_rollout import audit as audit_trail
 from mes_rollout.constants import (
     Channel,
     EnrolmentState,
     NotificationStatus,
     UnreachableReason,
-    WaveState,
 )
-from mes_rollout.db import load_query
 from mes_rollout.postal_address import PostalAddress
 from notifications import dao
 
 # Ids of the messages this module creates are derived from what caused them, so that a re-run
 # creates the same row (and finds it already there) instead of a second one. None can be traced
-# back to a NIR without the wave's key: a fallback letter's id comes from the (keyed) email id, a
-# re-notification's from the wave's key like the planning's own ids.
+# back to a NIR without the wave's key: a fallback letter's id comes from the (keyed) email id.
 _IDS = uuid.UUID("1f0c2a52-7a43-4f43-9d0e-6d6573726f6c")
 
 
@@ -44,10 +41,6 @@ class FallbackSummary:
 
 def fallback_letter_id(email_notification_id: str) -> str:
     return str(uuid.uuid5(_IDS, f"fallback-letter:{email_notification_id}"))
-
-
-def renotification_id(key: bytes, wave_id: str, recipient_nir: str, previous_messages: int) -> str:
-    return codes.notification_id(key, wave_id, f"{recipient_nir}/renotification/{previous_messages}")
 
 
 def address_of(row: Any) -> PostalAddress:
@@ -140,8 +133,8 @@ def queue_letter(connection: Connection, failed: Any, *, replaces: str, run_id: 
     created = connection.execute(
         text(
             "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard,"
-            " replaces_notification_id, created_at, updated_at)"
-            " VALUES (:id, :wave_id, :recipient, :letter, :created, :shard, :replaces, :now, :now)"
+            " replaces_notification_id, reference, created_at, updated_at)"
+            " VALUES (:id, :wave_id, :recipient, :letter, :created, :shard, :replaces, :reference, :now, :now)"
             " ON CONFLICT (notification_id) DO NOTHING"
         ),
         {
@@ -152,6 +145,7 @@ def queue_letter(connection: Connection, failed: Any, *, replaces: str, run_id: 
             "created": NotificationStatus.CREATED.value,
             "shard": failed.shard,
             "replaces": replaces,
+            "reference": free_references(connection, [letter_id])[letter_id],
             "now": now,
         },
     ).rowcount
@@ -193,65 +187,3 @@ def letter_returned(
     )
 
 
-def renotify_reachable(
-    connection: Connection, *, var_dir: Path, logical_date: dt.date, run_id: str, now: dt.datetime
-) -> int:
-    """People left unreachable whose recipient now has a usable channel (the register brought a
-    new email or address) get a new message in their wave: email where one is usable, else a
-    letter. Their enrolment goes back to planned. Returns the number of messages created."""
-    candidates = connection.execute(
-        text(load_query("notifications_renotify_candidates.sql")),
-        {
-            "unreachable": EnrolmentState.UNREACHABLE.value,
-            "approved": WaveState.APPROVED.value,
-            "logical_date": logical_date,
-        },
-    ).all()
-    by_recipient: dict[tuple[str, str], list[Any]] = {}
-    for row in candidates:
-        by_recipient.setdefault((row.wave_id, row.recipient_nir), []).append(row)
-    created = 0
-    for (wave_id, recipient_nir), rows in sorted(by_recipient.items()):
-        first = rows[0]
-        has_email = first.email is not None and not first.email_bounced
-        if not has_email and not printable_address(first):
-            continue
-        channel = Channel.EMAIL if has_email else Channel.LETTER
-        new_id = renotification_id(codes.wave_key(var_dir, wave_id), wave_id, recipient_nir, int(first.previous_messages))
-        inserted = connection.execute(
-            text(
-                "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
-                " replaces_notification_id, created_at, updated_at)"
-                " VALUES (:id, :wave_id, :recipient, :channel, :created, 0, :email, :replaces, :now, :now)"
-                " ON CONFLICT (notification_id) DO NOTHING"
-            ),
-            {
-                "id": new_id,
-                "wave_id": wave_id,
-                "recipient": recipient_nir,
-                "channel": channel.value,
-                "created": NotificationStatus.CREATED.value,
-                "email": first.email if has_email else None,
-                "replaces": first.last_notification_id,
-                "now": now,
-            },
-        ).rowcount
-        if not inserted:
-            continue
-        nirs = sorted({row.nir for row in rows})
-        connection.execute(
-            text("INSERT INTO notification_members (notification_id, nir) VALUES (:id, :nir)"),
-            [{"id": new_id, "nir": nir} for nir in nirs],
-        )
-        enrolment_dao.renotify(
-            connection, new_id, nirs, reason=f"new {channel.value} {new_id}", run_id=run_id, now=now
-        )
-        audit_trail.record(
-            connection,
-            audit_trail.AuditEvent(
-                "notification", new_id, "renotification_created", now,
-                to_state=NotificationStatus.CREATED.value, reason="recipient reachable again", run_id=run_id,
-            ),
-        )
-        created += 1
-    return created

@@ -5,7 +5,10 @@ window, as La Poste's standard DL window envelope places it, is 100 x 45 mm, 20 
 RIGHT edge: on the sheet that is x 90-190 mm from the left, 45-90 mm from the top (WINDOW_MM).
 The address is set in Courier 10 pt (38 characters are 80 mm wide, whatever the letters) at 5 mm
 inside the window; above it, inside the window too, a small service line carries the letter's
-reference, so that a letter returned unopened (NPAI) can be traced to its notification.
+reference (K7QX-M4RT-9, enrolment/references.py), so that a letter returned unopened (NPAI) can be
+traced to its notification. The sender's return address (Settings.return_address, AFNOR lines)
+stands at the top left, above the window's level, where La Poste looks for it to return a letter
+it could not deliver.
 
 The file is deterministic: reportlab's invariant mode fixes the creation date and the document
 id, so the same letters give the same bytes.
@@ -14,6 +17,7 @@ id, so the same letters give the same bytes.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +27,8 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import simpleSplit
 from reportlab.pdfgen.canvas import Canvas
 
+from mes_rollout.postal_address import MAX_LINE_LENGTH, MAX_LINES
+
 PAGE_WIDTH, PAGE_HEIGHT = A4
 # (left, top, width, height) in mm from the sheet's left and top edges.
 WINDOW_MM = (90.0, 45.0, 100.0, 45.0)
@@ -30,6 +36,8 @@ _ADDRESS_LEFT = (WINDOW_MM[0] + 5) * mm
 _SERVICE_LINE_TOP = (WINDOW_MM[1] + 5) * mm
 _ADDRESS_TOP = (WINDOW_MM[1] + 11) * mm
 _ADDRESS_LEADING = 4.2 * mm
+_RETURN_ADDRESS_TOP = 20 * mm  # 6 lines end at 40 mm: above the window (45 mm), left of it
+_RETURN_ADDRESS_LEADING = 4 * mm
 _MARGIN = 20 * mm
 _BODY_WIDTH = PAGE_WIDTH - 2 * _MARGIN
 _BODY_TOP_FIRST = 104 * mm
@@ -45,7 +53,7 @@ _STYLES = {  # kind: (font, size, leading, space before)
 
 @dataclass(frozen=True)
 class Letter:
-    reference: str
+    reference: str  # as printed: K7QX-M4RT-9
     address_lines: tuple[str, ...]
     date_line: str
     paragraphs: tuple[str, ...]  # '# ' heading, '- name : code' a person's code, else text
@@ -106,9 +114,13 @@ def _layout(paragraphs: tuple[str, ...]) -> list[list[tuple[str, str, float, str
 
 
 class PrintFile:
-    """One PDF of many letters; `add` returns where each letter starts and how many pages it has."""
+    """One PDF of many letters; `add` returns where each letter starts and how many pages it has.
+    `return_address`: the sender's AFNOR lines (Settings.return_address), at most 6 of 38 characters."""
 
-    def __init__(self, path: Path, title: str) -> None:
+    def __init__(self, path: Path, title: str, return_address: Sequence[str]) -> None:
+        if not 1 <= len(return_address) <= MAX_LINES or any(len(line) > MAX_LINE_LENGTH for line in return_address):
+            raise ValueError(f"a return address is 1 to {MAX_LINES} lines of at most {MAX_LINE_LENGTH} characters")
+        self._return_address = tuple(pdf_safe(line) for line in return_address)
         self._canvas = Canvas(str(path), pagesize=A4, invariant=1, pageCompression=1)
         self._canvas.setTitle(title)
         self._canvas.setAuthor("L'Assurance Maladie")
@@ -128,10 +140,9 @@ class PrintFile:
         c = self._canvas
         top = PAGE_HEIGHT
         if number == 1:
-            c.setFont("Helvetica-Bold", 12)
-            c.drawString(_MARGIN, top - 20 * mm, "L'Assurance Maladie")
-            c.setFont("Helvetica", 10)
-            c.drawString(_MARGIN, top - 25 * mm, "Mon espace santé")
+            for index, line in enumerate(self._return_address):
+                c.setFont("Helvetica-Bold" if index == 0 else "Helvetica", 9)
+                c.drawString(_MARGIN, top - _RETURN_ADDRESS_TOP - index * _RETURN_ADDRESS_LEADING, line)
             c.setFont("Helvetica", 7)
             c.drawString(_ADDRESS_LEFT, top - _SERVICE_LINE_TOP, f"Réf. {letter.reference}")
             c.setFont("Courier", 10)

@@ -10,7 +10,10 @@ renamed, and recorded: two runs at once never write the same batch. A crash befo
 leaves the letters `created` and claimed; once the claim's lease has passed, the next run writes
 the same batch again, byte for byte (same letters in the same order, same batch number,
 reportlab's invariant mode). The files are written with settings.file_mode in folders of
-settings.dir_mode: they hold names and addresses.
+settings.dir_mode: they hold names and addresses. They are evidence (`mes_rollout.evidence`):
+under `<print_dir>/<rollout_id>/<batch_id>/` (batch ids are unique only within one database),
+written once (the same bytes again on a re-run; other bytes never replace them), recorded with
+their SHA-256 and provenance in `evidence_files`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,19 @@ from sqlalchemy import Connection, Engine, text
 
 from enrolment.codes import wave_key
 from enrolment.dao import mark_unreachable, start_windows
+from mes_rollout import evidence
 from mes_rollout.config import Settings
-from mes_rollout.constants import Channel, NotificationStatus, PrintBatchState, UnreachableReason, WaveState
+from mes_rollout.constants import (
+    Channel,
+    FileKind,
+    NotificationStatus,
+    PrintBatchState,
+    UnreachableReason,
+    WaveState,
+)
 from mes_rollout.csvfile import file_sha256
 from mes_rollout.db import as_date, load_query
-from mes_rollout.files import create_private, private_folder, write_private
+from mes_rollout.files import create_private, private_folder
 from mes_rollout.postal_address import MAX_LINES, PostalAddress
 from notifications import dao
 from notifications.fallback import address_of
@@ -62,6 +74,7 @@ class PrintSummary:
 @dataclass(frozen=True)
 class _PendingLetter:
     notification_id: str
+    reference: str
     shard: int
     wave_id: str
     recipient: Member
@@ -154,9 +167,10 @@ def _pending(
     return [
         _PendingLetter(
             notification_id=row.notification_id,
+            reference=row.reference,
             shard=int(row.shard),
             wave_id=row.wave_id,
-            recipient=Member(row.recipient_nir, row.prenom, row.nom),
+            recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             address=address_of(row),
             address_returned=bool(row.address_returned),
             members=tuple(members.get(row.notification_id, ())),
@@ -263,10 +277,26 @@ def _take_over_abandoned(engine: Engine, printer: str, lease: dt.timedelta) -> _
 def _write_and_record(
     engine: Engine, settings: Settings, claim: _Claim, keys: dict[str, bytes], printer: str, run_id: str
 ) -> None:
-    folder = private_folder(settings.print_dir / claim.batch_id, settings.dir_mode)
+    with engine.begin() as connection:
+        rollout = evidence.rollout_id(connection)
+        origin = evidence.provenance(
+            connection, engine.url.render_as_string(hide_password=False), run_id,
+            input_kinds=(FileKind.REGISTER.value,),
+        )  # fmt: skip
+    origin["batch_id"] = claim.batch_id
+    folder = private_folder(settings.print_dir / rollout / claim.batch_id, settings.dir_mode)
     pdf_path, manifest_path = folder / f"{claim.batch_id}.pdf", folder / f"{claim.batch_id}-manifest.csv"
+
+    def publish(path: Path, content: bytes, kind: evidence.EvidenceKind) -> None:
+        with engine.begin() as connection:
+            evidence.write_once(
+                path, content, kind=kind, run_id=run_id, provenance=origin, connection=connection, settings=settings
+            )
+
     try:
-        pages = write_batch_files(pdf_path, manifest_path, claim.batch_id, claim.letters, keys, settings, claim.print_date)
+        pages = write_batch_files(
+            pdf_path, manifest_path, claim.batch_id, claim.letters, keys, settings, claim.print_date, publish=publish
+        )
     except BaseException:
         _release(engine, claim, printer)
         raise
@@ -335,16 +365,17 @@ def write_batch_files(
     keys: dict[str, bytes],
     settings: Settings,
     send_date: dt.date,
+    *,
+    publish: Callable[[Path, bytes, evidence.EvidenceKind], None],
 ) -> int:
-    """The batch's PDF and manifest (settings.file_mode), each written under a temporary name of
-    its own (no other writer can share it) and renamed when complete; on failure the temporary
-    files are removed."""
+    """The batch's PDF and manifest, handed whole to `publish` (write once, as evidence); the PDF
+    is drawn into a temporary file of its own (settings.file_mode, no other writer can share it),
+    removed whatever happens."""
     unique = uuid.uuid4().hex
     pdf_temporary = pdf_path.with_name(f".{pdf_path.name}.{unique}.tmp")
-    manifest_temporary = manifest_path.with_name(f".{manifest_path.name}.{unique}.tmp")
     try:
         os.close(create_private(pdf_temporary, settings.file_mode))  # the PDF writer keeps the mode
-        print_file = PrintFile(pdf_temporary, f"Mon espace santé - lot {batch_id}")
+        print_file = PrintFile(pdf_temporary, f"Mon espace santé - lot {batch_id}", settings.return_address)
         manifest = io.StringIO()
         writer = csv.writer(manifest, delimiter=";", lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
@@ -360,19 +391,18 @@ def write_batch_files(
                 keys[letter.wave_id],
                 send_date,
                 settings.opt_out_window,
+                reference=letter.reference,
             )
             lines = letter.address.printable_lines(content.recipient_name)
             first_page, pages = print_file.add(
-                Letter(letter.notification_id, lines, date_line, tuple(letter_paragraphs(content)))
+                Letter(content.reference, lines, date_line, tuple(letter_paragraphs(content)))
             )
             writer.writerow([letter.notification_id, *lines, *[""] * (MAX_LINES - len(lines)), first_page, pages])
         print_file.close()
-        write_private(manifest_temporary, manifest.getvalue().encode("utf-8"), settings.file_mode)
-        os.replace(pdf_temporary, pdf_path)
-        os.replace(manifest_temporary, manifest_path)
+        publish(pdf_path, pdf_temporary.read_bytes(), evidence.EvidenceKind.PRINT_PDF)
+        publish(manifest_path, manifest.getvalue().encode("utf-8"), evidence.EvidenceKind.PRINT_MANIFEST)
     finally:
-        for temporary in (pdf_temporary, manifest_temporary):
-            temporary.unlink(missing_ok=True)
+        pdf_temporary.unlink(missing_ok=True)
     return print_file.pages
 
 

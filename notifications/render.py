@@ -3,7 +3,10 @@
 What a message says comes from the database row and is computed again at render time: each
 person's provisional code (HMAC of the NIR under the wave's key, never stored in clear) and the
 last day to oppose (from the message's send date). Names are data: autoescaped in HTML, reduced
-to one line of printable characters everywhere, and never put in a header.
+to one line of printable characters everywhere, and never put in a header. The message shows its
+short reference (enrolment/references.py, drawn when the message was created), the one a person
+reads out on the 3422 line; the notification id stays in the Message-ID only. A representative
+is named as their sex says: "le représentant légal", "la représentante légale".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import escape
 
 from enrolment.codes import formatted, provisional_code
+from enrolment.references import grouped, parse
 from enrolment.window import last_day_to_oppose
 from mes_rollout.config import OptOutWindow
 from notifications.french_dates import date_in_words
@@ -50,12 +54,14 @@ class PersonCode:
 class MessageContent:
     """Everything a message says, whatever the channel."""
 
-    reference: str  # the notification id, for returns and for the 3422 line
+    notification_id: str  # the Message-ID's, which the relay and feedback.csv give back
+    reference: str  # the short reference as shown, for the 3422 line and returns: K7QX-M4RT-9
     recipient_name: str
     people: tuple[PersonCode, ...]
     audience: str  # self | self_and_represented | represented
     send_date: dt.date
     last_day: dt.date
+    feminine: bool = False  # the recipient is a woman: "la représentante légale"
 
     def template_values(self) -> dict[str, object]:
         deadline = date_in_words(self.last_day)
@@ -64,7 +70,7 @@ class MessageContent:
             "reference": self.reference,
             "recipient_name": self.recipient_name,
             "people": self.people,
-            "audience_sentence": audience_sentence(self.audience, represented, deadline),
+            "audience_sentence": audience_sentence(self.audience, represented, deadline, self.feminine),
             "deadline": deadline,
             "send_date": date_in_words(self.send_date),
             "phone": PHONE,
@@ -79,6 +85,7 @@ class Member:
     nir: str
     prenom: str | None
     nom: str | None
+    sexe: str | None = None  # persons.sexe, M or F: how the recipient is addressed
 
 
 def one_line(text: str | None) -> str:
@@ -96,14 +103,18 @@ def display_name(prenom: str | None, nom: str | None) -> str:
 
 
 def message_content(
-    reference: str,
+    notification_id: str,
     recipient_nir: str,
     recipient: Member,
     members: Sequence[Member],
     wave_key: bytes,
     send_date: dt.date,
     window: OptOutWindow,
+    *,
+    reference: str,
 ) -> MessageContent:
+    """What the message `notification_id` says; `reference` is its stored short reference
+    (notifications.reference), checked here: a corrupted one is never printed."""
     people = tuple(
         PersonCode(display_name(member.prenom, member.nom), formatted(provisional_code(wave_key, member.nir)))
         for member in sorted(members, key=lambda member: (member.nir != recipient_nir, member.nir))
@@ -116,20 +127,22 @@ def message_content(
     else:
         audience = "represented"
     return MessageContent(
-        reference=reference,
+        notification_id=notification_id,
+        reference=grouped(parse(reference)),
         recipient_name=display_name(recipient.prenom, recipient.nom),
         people=people,
         audience=audience,
         send_date=send_date,
         last_day=last_day_to_oppose(send_date, window),
+        feminine=recipient.sexe == "F",
     )
 
 
 @lru_cache(maxsize=256)
-def audience_sentence(audience: str, represented: int, deadline: str) -> str:
+def audience_sentence(audience: str, represented: int, deadline: str, feminine: bool = False) -> str:
     """Who the message is for and by when they can oppose (no name in it: cached per wording)."""
     template = environment().get_template("_audience.txt.j2")
-    return template.render(audience=audience, represented=represented, deadline=deadline)
+    return template.render(audience=audience, represented=represented, deadline=deadline, feminine=feminine)
 
 
 def _autoescape(template_name: str | None) -> bool:
@@ -178,11 +191,11 @@ def _quoted_printable(text: str) -> bytes:
     return binascii.b2a_qp(text.replace("\r\n", "\n").encode(), istext=True).replace(b"\n", b"\r\n")
 
 
-def message_id(reference: str, sender: str) -> str:
+def message_id(notification_id: str, sender: str) -> str:
     """The Message-ID of a notification: the same for every attempt, so that a mail client shows a
-    re-sent copy once; the relay and the feedback file give the reference back."""
+    re-sent copy once; the relay and the feedback file give the notification id back."""
     domain = sender.rsplit("@", 1)[-1].strip(" >") or "mes-rollout.invalid"
-    return f"<{reference}@{domain}>"
+    return f"<{notification_id}@{domain}>"
 
 
 def reference_of(message_id_header: str) -> str | None:
@@ -206,7 +219,7 @@ def build_email(
         f"To: {to_address}\r\n"
         f"Subject: {_SUBJECT_HEADER}\r\n"
         f"Date: {_date_header(now)}\r\n"
-        f"Message-ID: {message_id(content.reference, sender)}\r\n"
+        f"Message-ID: {message_id(content.notification_id, sender)}\r\n"
         f"X-Mes-Attempt: {attempt}\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Language: fr\r\n"
@@ -219,7 +232,7 @@ def build_email(
         html_body = _quoted_printable(render_html(content))
     else:
         text_part, html_part = _email_bodies(content.audience, len(content.people), content.send_date,
-                                             content.last_day)
+                                             content.last_day, content.feminine)
         text_body = text_part.fill(values)
         html_body = html_part.fill({slot: str(escape(value)) for slot, value in values.items()})
     return b"".join((head, _TEXT_PART_HEAD, text_body, b"\r\n", _HTML_PART_HEAD, html_body, _CLOSING))
@@ -312,15 +325,20 @@ class _EmailBody:
 
 
 @lru_cache(maxsize=64)
-def _email_bodies(audience: str, people: int, send_date: dt.date, last_day: dt.date) -> tuple[_EmailBody, _EmailBody]:
-    """The text and HTML bodies of one wording (audience, number of people, dates), with slots."""
+def _email_bodies(
+    audience: str, people: int, send_date: dt.date, last_day: dt.date, feminine: bool
+) -> tuple[_EmailBody, _EmailBody]:
+    """The text and HTML bodies of one wording (audience, number of people, dates, the
+    representative's gender), with slots."""
     placeholder = MessageContent(
+        notification_id=_slot("notification_id"),
         reference=_slot("reference"),
         recipient_name=_slot("recipient_name"),
         people=tuple(PersonCode(_slot(f"name_{index}"), _slot(f"code_{index}")) for index in range(people)),
         audience=audience,
         send_date=send_date,
         last_day=last_day,
+        feminine=feminine,
     )
     values = placeholder.template_values()
     return _EmailBody.compile(render_text(placeholder, values)), _EmailBody.compile(render_html(placeholder, values))

@@ -381,6 +381,7 @@ class EmailSender:
                 self._key(message.wave_id),
                 job.send_date,
                 self._window,
+                reference=message.reference,
             )
             raw = build_email(content, message.email or "", sender=self._target.sender, attempt=job.attempt)
         except UnsafeRecipientAddress:

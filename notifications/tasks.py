@@ -11,7 +11,8 @@ from typing import Any
 from mes_rollout.config import load_settings
 from mes_rollout.constants import SMTP_AIRFLOW_CONN_ID, SMTP_RELAY_POOL
 from mes_rollout.db import get_engine
-from notifications import dao, fallback, letters, sending
+from mes_rollout.rollout_summary import refresh as refresh_summary
+from notifications import dao, letters, sending
 from notifications.feedback import load_feedback
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ def ensure_smtp_pool(slots: int = DEFAULT_POOL_SLOTS) -> None:
         )
 
 
-def renotify(send_date: dt.date, run_id: str) -> dict[str, int]:
-    now = dt.datetime.now(dt.UTC)
-    with get_engine().begin() as connection:
-        created = fallback.renotify_reachable(
-            connection, var_dir=load_settings().var_dir, logical_date=send_date, run_id=run_id, now=now
-        )
-    return {"renotifications": created}
-
-
 def email_shards(send_date: dt.date) -> list[int]:
     with get_engine().begin() as connection:
         dao.refresh_planner_statistics(connection)
@@ -77,10 +69,12 @@ def print_and_post_letters(send_date: dt.date, run_id: str) -> dict[str, Any]:
     engine = get_engine()
     printed = letters.print_letters(engine, settings, logical_date=send_date, run_id=run_id)
     posted = letters.post_printed_batches(engine, settings, logical_date=send_date, run_id=run_id)
+    refresh_summary(engine, source="notification_sending", run_id=run_id)
     return {**printed.as_dict(), "posted_batches": posted}
 
 
 def feedback_file(path: str, day: dt.date, run_id: str) -> dict[str, Any]:
     """Apply one feedback.csv as of the run's day: a line dated after that day is quarantined."""
     summary = load_feedback(get_engine(), Path(path), window=load_settings().opt_out_window, as_of=day, run_id=run_id)
+    refresh_summary(get_engine(), source="delivery_feedback", run_id=run_id)
     return summary.as_dict()

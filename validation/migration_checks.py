@@ -5,6 +5,9 @@
 - `validate_committed` (after commit): the migrated documents, and the reconciliation of the
   committed outcomes. Both must pass, or the run is failed.
 
+Each stage publishes its Data Docs, written once, under the run's folder
+(`<reports>/<rollout>/migration/<run_id>/data_docs/<stage>/`), recorded as evidence.
+
 Frames are read chunk by chunk (whole batches, about `settings.validation_chunk_documents`
 documents each, MES_VALIDATION_CHUNK_DOCUMENTS), so memory stays flat whatever the size of the run.
 """
@@ -16,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
+from mes_rollout import evidence
 from mes_rollout.config import Settings
-from mes_rollout.db import load_query
+from mes_rollout.constants import FileKind
+from mes_rollout.db import as_datetime, load_query
 from validation import suites
-from validation.gx_context import RunValidator, SuiteOutcome
+from validation.gx_context import DATA_DOCS_FOLDER, RESULTS_FOLDER, RunValidator, SuiteOutcome, publish_site
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,9 +42,55 @@ class ValidationFailed(RuntimeError):
     """A validation that must pass did not; the message names the suites and expectations."""
 
 
-def run_folder(settings: Settings, run_id: str) -> Path:
-    """Where a migration run's report, GX project and Data Docs live."""
-    return settings.reports_dir / "migration" / run_id
+# The inputs a migration run's evidence names: the register it checks identities against, the extract.
+RUN_INPUT_KINDS = (FileKind.REGISTER.value, FileKind.DMP.value, FileKind.DMP_DOCUMENTS.value)
+
+
+def run_folder(settings: Settings, rollout_id: str, run_id: str) -> Path:
+    """Where a migration run's report, GX project and Data Docs live: under its database's rollout
+    folder, since run ids are unique only within one database."""
+    return settings.reports_dir / rollout_id / "migration" / run_id
+
+
+def folder_of_run(engine: Engine, settings: Settings, run_id: str) -> Path:
+    with engine.begin() as connection:
+        return run_folder(settings, evidence.rollout_id(connection), run_id)
+
+
+def run_provenance(connection: Connection, settings: Settings, run_id: str) -> dict[str, Any]:
+    """The provenance of a run's evidence; its inputs are those loaded before the run started, so
+    that the same run gives the same provenance whenever its evidence is written again."""
+    started = connection.execute(
+        text("SELECT started_at FROM migration_runs WHERE run_id = :r"), {"r": run_id}
+    ).scalar_one()
+    return evidence.provenance(
+        connection, settings.database_url, run_id, input_kinds=RUN_INPUT_KINDS, inputs_before=as_datetime(started)
+    )
+
+
+def publish_data_docs(engine: Engine, settings: Settings, validator: RunValidator, run_id: str, stage: str) -> Path:
+    """GX's site of the run, made offline and written once under `data_docs/<stage>`; the index's path."""
+    built = validator.build_data_docs()
+    with engine.begin() as connection:
+        origin = run_provenance(connection, settings, run_id)
+
+        def existing(path: Path) -> str | None:
+            if path.is_file():
+                return evidence.sha256_of(path)
+            return connection.execute(
+                text("SELECT sha256 FROM evidence_files WHERE path = :p"), {"p": str(path)}
+            ).scalar()
+
+        def write(path: Path, content: bytes) -> None:
+            evidence.write_once(
+                path, content, kind=evidence.EvidenceKind.DATA_DOCS, run_id=run_id, provenance=origin,
+                connection=connection, settings=settings,
+            )  # fmt: skip
+
+        return publish_site(
+            built, validator.run_folder / RESULTS_FOLDER, validator.run_folder / DATA_DOCS_FOLDER,
+            run_id=run_id, stage=stage, provenance=origin, write=write, existing=existing,
+        )  # fmt: skip
 
 
 def chunk_ranges(engine: Engine, run_id: str, max_documents: int) -> list[tuple[int, int]]:
@@ -157,12 +208,12 @@ def _record(engine: Engine, run_id: str, key: str, summary: dict[str, Any]) -> d
 
 def validate_decisions(engine: Engine, settings: Settings, run_id: str, holdback_threshold: float) -> dict[str, Any]:
     """The staged extract of the run's scope (reported) and the reconciliation of decisions (must pass)."""
-    folder = run_folder(settings, run_id)
-    validator = RunValidator(folder)
+    folder = folder_of_run(engine, settings, run_id)
+    validator = RunValidator(folder, run_id)
     ranges = chunk_ranges(engine, run_id, settings.validation_chunk_documents)
     staged = validator.validate(suites.staged_extract_suite(holdback_threshold), staged_frames(engine, run_id, ranges))
     per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=False)
-    docs = validator.build_data_docs()
+    docs = publish_data_docs(engine, settings, validator, run_id, "decisions")
     summary = {
         "suites": [outcome.as_dict() for outcome in (staged, per_dmp, in_total)],
         "reconciliation": totals,
@@ -179,12 +230,12 @@ def validate_decisions(engine: Engine, settings: Settings, run_id: str, holdback
 
 def validate_committed(engine: Engine, settings: Settings, store: StoredSizes, run_id: str) -> dict[str, Any]:
     """The migrated documents and the reconciliation of committed outcomes; both must pass."""
-    folder = run_folder(settings, run_id)
-    validator = RunValidator(folder)
+    folder = folder_of_run(engine, settings, run_id)
+    validator = RunValidator(folder, run_id)
     ranges = chunk_ranges(engine, run_id, settings.validation_chunk_documents)
     migrated = validator.validate(suites.migrated_documents_suite(), migrated_frames(engine, store, run_id, ranges))
     per_dmp, in_total, totals = _reconcile(validator, engine, run_id, ranges, committed=True)
-    docs = validator.build_data_docs()
+    docs = publish_data_docs(engine, settings, validator, run_id, "committed")
     outcomes = (migrated, per_dmp, in_total)
     summary = {
         "suites": [outcome.as_dict() for outcome in outcomes],

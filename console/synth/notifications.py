@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from enrolment.codes import code_hash, provisional_code, wave_key
+from enrolment.references import free_references
 from mes_rollout.constants import EnrolmentState, FileKind, NotificationStatus, WaveState
 from mes_rollout.nir import with_key
 
@@ -64,6 +65,9 @@ def synthetic_wave(
             {"id": wave_id, "send_date": send_date, "approved": WaveState.APPROVED.value, "now": now},
         )
         for batch in _batches(count, wave_id, channel, shard_size, key, file_id, now):
+            references = free_references(connection, [str(row["notification_id"]) for row in batch["notifications"]])
+            for row in batch["notifications"]:
+                row["reference"] = references[str(row["notification_id"])]
             for table, rows in batch.items():
                 columns = list(rows[0])
                 connection.execute(

@@ -43,40 +43,44 @@ routed AS (
     FROM candidates AS c
     LEFT JOIN persons AS r ON r.nir = c.recipient_nir
 ),
-recipients AS (
-    SELECT recipient_nir, MIN(departement_order) AS departement_order, COUNT(*) AS people
-    FROM routed
-    WHERE exclusion IS NULL AND channel IS NOT NULL
-    GROUP BY recipient_nir
+-- A recipient's rank and the people told up to them are window functions over the routed rows
+-- themselves (a recipient's people share their exclusion and channel, which depend on the
+-- recipient only), not an aggregate joined back onto every row: sorts, whatever the planner
+-- estimates, never a nested loop of every person over every recipient.
+keyed AS (
+    SELECT
+        rt.*,
+        CASE WHEN rt.exclusion IS NULL AND rt.channel IS NOT NULL THEN 1 ELSE 0 END AS told,
+        MIN(rt.departement_order) OVER (PARTITION BY rt.recipient_nir) AS recipient_order
+    FROM routed AS rt
 ),
 ranked AS (
     SELECT
-        recipient_nir,
-        ROW_NUMBER() OVER (ORDER BY departement_order, recipient_nir) AS recipient_rank,
-        SUM(people) OVER (ORDER BY departement_order, recipient_nir ROWS UNBOUNDED PRECEDING) AS people_through
-    FROM recipients
+        k.*,
+        DENSE_RANK() OVER (PARTITION BY k.told ORDER BY k.recipient_order, k.recipient_nir) AS recipient_rank,
+        COUNT(*) OVER (PARTITION BY k.told ORDER BY k.recipient_order, k.recipient_nir) AS people_through
+    FROM keyed AS k
 )
 SELECT
     :wave_id AS wave_id,
-    rt.nir,
-    rt.recipient_nir,
-    rt.departement,
+    rk.nir,
+    rk.recipient_nir,
+    rk.departement,
     CASE
-        WHEN rt.exclusion IS NOT NULL THEN :outcome_excluded
-        WHEN rt.channel IS NULL THEN :outcome_unreachable
+        WHEN rk.exclusion IS NOT NULL THEN :outcome_excluded
+        WHEN rk.channel IS NULL THEN :outcome_unreachable
         WHEN rk.recipient_rank > :recipient_cap THEN :outcome_excluded
         ELSE :outcome_notify
     END AS outcome,
-    rt.channel,
+    rk.channel,
     CASE
-        WHEN rt.exclusion IS NOT NULL THEN rt.exclusion
-        WHEN rt.channel IS NULL THEN :exclusion_no_contact
+        WHEN rk.exclusion IS NOT NULL THEN rk.exclusion
+        WHEN rk.channel IS NULL THEN :exclusion_no_contact
         WHEN rk.recipient_rank > :recipient_cap THEN :exclusion_over_cap
     END AS reason,
     CASE
-        WHEN rt.exclusion IS NULL AND rt.channel IS NOT NULL AND rk.recipient_rank <= :recipient_cap
+        WHEN rk.exclusion IS NULL AND rk.channel IS NOT NULL AND rk.recipient_rank <= :recipient_cap
         THEN (CAST(rk.people_through AS BIGINT) - 1) / :shard_size
         ELSE -1
     END AS shard
-FROM routed AS rt
-LEFT JOIN ranked AS rk ON rk.recipient_nir = rt.recipient_nir
+FROM ranked AS rk

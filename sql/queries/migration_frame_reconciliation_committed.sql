@@ -1,30 +1,30 @@
 -- Per DMP of a run (a chunk of its batches): source documents, counted on their own, beside the
--- outcomes the run committed for them.
+-- outcomes the run committed for them. One aggregate over the facts of the scope (the DMP itself,
+-- each source document, each outcome), never aggregates joined back onto the scope: a wrong
+-- estimate cannot turn it into a nested loop of DMPs over DMPs.
 WITH scope AS (
     SELECT dmp_id FROM migration_run_dmps
     WHERE run_id = :run_id AND batch_no BETWEEN :first_batch AND :last_batch
-),
-source AS (
-    SELECT d.dmp_id, COUNT(*) AS documents
+)
+SELECT facts.dmp_id,
+       SUM(facts.source) AS source,
+       SUM(facts.migrated) AS migrated,
+       SUM(facts.held_back) AS held_back,
+       SUM(facts.skipped) AS skipped
+FROM (
+    SELECT s.dmp_id, 0 AS source, 0 AS migrated, 0 AS held_back, 0 AS skipped
+    FROM scope s
+    UNION ALL
+    SELECT d.dmp_id, 1, 0, 0, 0
     FROM dmp_documents d
     JOIN scope s ON s.dmp_id = d.dmp_id
-    GROUP BY d.dmp_id
-),
-committed AS (
-    SELECT o.dmp_id,
-           SUM(CASE WHEN o.outcome = 'migrated' THEN 1 ELSE 0 END) AS migrated,
-           SUM(CASE WHEN o.outcome = 'held_back' THEN 1 ELSE 0 END) AS held_back,
-           SUM(CASE WHEN o.outcome = 'skipped' THEN 1 ELSE 0 END) AS skipped
+    UNION ALL
+    SELECT o.dmp_id, 0,
+           CASE WHEN o.outcome = 'migrated' THEN 1 ELSE 0 END,
+           CASE WHEN o.outcome = 'held_back' THEN 1 ELSE 0 END,
+           CASE WHEN o.outcome = 'skipped' THEN 1 ELSE 0 END
     FROM dmp_document_outcomes o
     JOIN scope s ON s.dmp_id = o.dmp_id
     WHERE o.migration_run_id = :run_id
-    GROUP BY o.dmp_id
-)
-SELECT s.dmp_id,
-       COALESCE(source.documents, 0) AS source,
-       COALESCE(committed.migrated, 0) AS migrated,
-       COALESCE(committed.held_back, 0) AS held_back,
-       COALESCE(committed.skipped, 0) AS skipped
-FROM scope s
-LEFT JOIN source ON source.dmp_id = s.dmp_id
-LEFT JOIN committed ON committed.dmp_id = s.dmp_id
+) AS facts
+GROUP BY facts.dmp_id

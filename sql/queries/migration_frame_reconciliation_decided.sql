@@ -1,29 +1,30 @@
 -- Per DMP of a run (a chunk of its batches): source documents, counted on their own, beside what
--- the run decided for them.
+-- the run decided for them. One aggregate over the facts of the scope (the DMP itself, each
+-- source document, each decision), never aggregates joined back onto the scope: a wrong estimate
+-- cannot turn it into a nested loop of DMPs over DMPs.
 WITH scope AS (
     SELECT dmp_id FROM migration_run_dmps
     WHERE run_id = :run_id AND batch_no BETWEEN :first_batch AND :last_batch
-),
-source AS (
-    SELECT d.dmp_id, COUNT(*) AS documents
+)
+SELECT facts.dmp_id,
+       SUM(facts.source) AS source,
+       SUM(facts.migrated) AS migrated,
+       SUM(facts.held_back) AS held_back,
+       SUM(facts.skipped) AS skipped
+FROM (
+    SELECT s.dmp_id, 0 AS source, 0 AS migrated, 0 AS held_back, 0 AS skipped
+    FROM scope s
+    UNION ALL
+    SELECT d.dmp_id, 1, 0, 0, 0
     FROM dmp_documents d
     JOIN scope s ON s.dmp_id = d.dmp_id
-    GROUP BY d.dmp_id
-),
-decided AS (
-    SELECT dmp_id,
-           SUM(CASE WHEN outcome = 'migrated' THEN 1 ELSE 0 END) AS migrated,
-           SUM(CASE WHEN outcome = 'held_back' THEN 1 ELSE 0 END) AS held_back,
-           SUM(CASE WHEN outcome = 'skipped' THEN 1 ELSE 0 END) AS skipped
-    FROM migration_decisions
-    WHERE run_id = :run_id AND batch_no BETWEEN :first_batch AND :last_batch
-    GROUP BY dmp_id
-)
-SELECT s.dmp_id,
-       COALESCE(source.documents, 0) AS source,
-       COALESCE(decided.migrated, 0) AS migrated,
-       COALESCE(decided.held_back, 0) AS held_back,
-       COALESCE(decided.skipped, 0) AS skipped
-FROM scope s
-LEFT JOIN source ON source.dmp_id = s.dmp_id
-LEFT JOIN decided ON decided.dmp_id = s.dmp_id
+    UNION ALL
+    SELECT x.dmp_id, 0,
+           CASE WHEN x.outcome = 'migrated' THEN 1 ELSE 0 END,
+           CASE WHEN x.outcome = 'held_back' THEN 1 ELSE 0 END,
+           CASE WHEN x.outcome = 'skipped' THEN 1 ELSE 0 END
+    FROM migration_decisions x
+    JOIN scope s ON s.dmp_id = x.dmp_id
+    WHERE x.run_id = :run_id AND x.batch_no BETWEEN :first_batch AND :last_batch
+) AS facts
+GROUP BY facts.dmp_id

@@ -4,8 +4,8 @@
 -- lease has passed). dao.py appends the shard condition where the comment stands, and on
 -- PostgreSQL locks the rows it returns (FOR UPDATE SKIP LOCKED: a row another sender is
 -- claiming right now is passed over, not waited for).
-SELECT n.notification_id, n.wave_id, n.recipient_nir, n.email, n.attempts, n.send_date, n.status,
-       r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom
+SELECT n.notification_id, n.reference, n.wave_id, n.recipient_nir, n.email, n.attempts, n.send_date, n.status,
+       r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom, r.sexe
 FROM notifications n
 JOIN waves w ON w.wave_id = n.wave_id
 LEFT JOIN persons r ON r.nir = n.recipient_nir

@@ -3,8 +3,8 @@
 -- stands either the next page of letters no print batch has claimed (keyset pagination on the
 -- pending index; on PostgreSQL locked FOR UPDATE SKIP LOCKED, so that a concurrent run passes
 -- them over) or the letters of one claimed batch (to write it again after a crash).
-SELECT n.notification_id, n.shard, n.wave_id, n.recipient_nir, n.send_date,
-       r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom,
+SELECT n.notification_id, n.reference, n.shard, n.wave_id, n.recipient_nir, n.send_date,
+       r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom, r.sexe,
        r.adresse_ligne2, r.adresse_ligne3, r.adresse_ligne4, r.adresse_ligne5, r.code_postal, r.commune,
        r.address_returned
 FROM notifications n

@@ -1,16 +1,13 @@
 -- Staged register rows whose NIR already appeared on an earlier line of the same file. A NIR
 -- found twice has at least one row that did not go straight into persons (a first load sends
 -- there only rows whose NIR surely came for the first time; later loads send none): only the
--- NIRs of those rows are looked at.
-WITH candidates AS (
-    SELECT DISTINCT nir FROM register_keys WHERE NOT direct
-),
-candidate_rows AS (
-    SELECT k.line_no, k.nir FROM register_keys AS k JOIN candidates AS c ON c.nir = k.nir
-)
-SELECT later.line_no, later.nir
-FROM candidate_rows AS later
-WHERE EXISTS (
-    SELECT 1 FROM candidate_rows AS earlier
-    WHERE earlier.nir = later.nir AND earlier.line_no < later.line_no
-)
+-- NIRs of those rows are looked at. Every row of such a NIR but its first (by line) is a
+-- duplicate: numbered in one sort, rather than each row checked against the others of its NIR
+-- (a semi-join of a CTE onto itself, a nested loop over every row when estimates are off).
+SELECT ranked.line_no, ranked.nir
+FROM (
+    SELECT k.line_no, k.nir, ROW_NUMBER() OVER (PARTITION BY k.nir ORDER BY k.line_no) AS occurrence
+    FROM register_keys AS k
+    WHERE k.nir IN (SELECT c.nir FROM register_keys AS c WHERE NOT c.direct)
+) AS ranked
+WHERE ranked.occurrence > 1

@@ -139,7 +139,7 @@ def test_five_percent_faulty_documents_stop_the_run_before_anything_is_committed
     assert {"HASH_MISMATCH", "CHAIN_CYCLE", "IDENTITY_MISMATCH", "BAD_CONFIDENTIALITY"} <= set(held)
     assert report["quality_gate"]["holdback_rate"] > 0.05
     html = (Path(report_path).parent / "report.html").read_text(encoding="utf-8")
-    assert "stopped the run" in html and "HASH_MISMATCH" in html and run_id in html
+    assert "dépassé : l'exécution est arrêtée, rien n'est appliqué" in html and "HASH_MISMATCH" in html and run_id in html
     # The DMPs stay pending: a later run with a threshold the operator accepts migrates them.
     summary = migrate(engine, settings, store, RUN, holdback_threshold=0.5)
     assert summary["run_id"] != run_id

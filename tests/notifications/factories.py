@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from enrolment.codes import code_hash, provisional_code, wave_key
+from enrolment.references import free_references
 from enrolment.register import load_register
 from tests.factories import person_row, write_csv
 
@@ -76,7 +77,8 @@ def create_notification(
         connection.execute(
             text(
                 "INSERT INTO notifications (notification_id, wave_id, recipient_nir, channel, status, shard, email,"
-                " created_at, updated_at) VALUES (:id, :wave, :recipient, :channel, :status, :shard, :email, :now, :now)"
+                " reference, created_at, updated_at)"
+                " VALUES (:id, :wave, :recipient, :channel, :status, :shard, :email, :reference, :now, :now)"
             ),
             {
                 "id": notification_id,
@@ -86,6 +88,7 @@ def create_notification(
                 "status": status,
                 "shard": shard,
                 "email": (email or recipient["email"] or None) if channel == "email" else None,
+                "reference": free_references(connection, [notification_id])[notification_id],
                 "now": NOW,
             },
         )

@@ -16,7 +16,7 @@ from mes_rollout.config import load_settings
 from mes_rollout.csvfile import InputFileError
 from mes_rollout.db import as_datetime
 from notifications.email_client import SmtpTarget
-from notifications.fallback import fallback_letter_id, renotify_reachable
+from notifications.fallback import fallback_letter_id
 from notifications.feedback import load_feedback
 from notifications.letters import post_printed_batches, print_letters
 from notifications.loopback_smtp import serving
@@ -241,30 +241,3 @@ def test_delivered_while_still_sending_starts_the_window(engine: Engine, setting
     _load(engine, _feedback(tmp_path, "f.csv", [(notification, "delivered", "2022-01-31T10:00:00+01:00", "")]))
     enrolment = fetch(engine, "SELECT state, opt_out_deadline FROM enrolments")[0]
     assert enrolment.state == "notified" and as_datetime(enrolment.opt_out_deadline).date() == dt.date(2022, 2, 28)
-
-
-def test_people_left_unreachable_are_told_again_once_the_register_brings_a_new_address(
-    engine: Engine, settings_env: Path, tmp_path: Path, relay: SmtpTarget
-) -> None:
-    wave = _sent_wave(engine, settings_env, tmp_path, relay)
-    ids, people = wave["ids"], wave["people"]
-    _load(engine, _feedback(tmp_path, "f.csv", [
-        (ids["letter"], "returned", "2022-02-07T09:00:00+01:00", "NPAI"),
-        (ids["dead_end"], "permanent_failure", "2022-01-31T11:00:00Z", "550"),
-    ]))
-    now = dt.datetime.now(dt.UTC)
-    with engine.begin() as connection:  # nothing new in the register yet: nobody is told again
-        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r1", now=now) == 0
-
-    moved = dict(people["letter"], adresse_ligne4="3 place du Marché", code_postal="80000", commune="Amiens")
-    found = dict(people["dead_end"], email="nouvelle@example.fr")
-    load_people(engine, tmp_path, [moved, found])
-    with engine.begin() as connection:
-        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r2", now=now) == 2
-        assert renotify_reachable(connection, var_dir=settings_env, logical_date=dt.date(2022, 2, 8), run_id="r3", now=now) == 0
-    new = {row.recipient_nir: row for row in fetch(engine, "SELECT * FROM notifications WHERE status = 'created'")}
-    assert new[moved["nir"]].channel == "letter" and new[moved["nir"]].replaces_notification_id == ids["letter"]
-    assert new[found["nir"]].channel == "email" and new[found["nir"]].email == "nouvelle@example.fr"
-    states = dict(fetch(engine, "SELECT nir, state FROM enrolments"))
-    assert states[moved["nir"]] == states[found["nir"]] == "planned"
-    assert scalar(engine, "SELECT COUNT(*) FROM audit_trail WHERE action = 'renotified'") == 2

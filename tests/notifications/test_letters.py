@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import threading
@@ -19,15 +20,20 @@ from pypdf import PdfReader
 from sqlalchemy import Engine, text
 
 from enrolment.codes import formatted, provisional_code, wave_key
+from enrolment.references import grouped
 from enrolment.window import opt_out_deadline
-from mes_rollout.config import load_settings
+from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.db import as_date, as_datetime
+from mes_rollout.evidence import rollout_id
+from mes_rollout.postal_address import MAX_LINE_LENGTH, MAX_LINES
 from notifications.letter_pdf import WINDOW_MM
 from notifications.letters import MANIFEST_COLUMNS, post_printed_batches, print_letters
 from tests.notifications.factories import adult, create_notification, create_wave, family, fetch, load_people
 
 SEND_DAY = dt.date(2022, 1, 31)
 MM = 72 / 25.4
+RETURN_ADDRESS = ("ASSURANCE MALADIE", "MON ESPACE SANTE", "TSA 12345", "75000 PARIS CEDEX")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _letters_wave(engine: Engine, var_dir: Path, folder: Path) -> tuple[str, dict[str, list[dict[str, str]]]]:
@@ -43,6 +49,11 @@ def _letters_wave(engine: Engine, var_dir: Path, folder: Path) -> tuple[str, dic
         notification_id = create_notification(engine, var_dir, wave, recipient, members, channel="letter")
         people[notification_id] = members
     return wave, people
+
+
+def _rollout(engine: Engine) -> str:
+    with engine.begin() as connection:
+        return rollout_id(connection)
 
 
 def _positions(page: Any) -> list[tuple[str, float, float]]:
@@ -70,6 +81,7 @@ def test_a_print_batch_reads_back_with_every_code_and_the_address_in_the_window(
     assert summary.batches == ["20220131-0001", "20220131-0002"] and summary.letters_printed == 4
     batches = {row.batch_id: row for row in fetch(engine, "SELECT * FROM print_batches ORDER BY sequence")}
     key = wave_key(settings_env, wave)
+    shown = {row.notification_id: grouped(row.reference) for row in fetch(engine, "SELECT * FROM notifications")}
     seen_references: set[str] = set()
     for batch in batches.values():
         pdf, manifest = Path(batch.pdf_path), Path(batch.manifest_path)
@@ -86,7 +98,11 @@ def test_a_print_batch_reads_back_with_every_code_and_the_address_in_the_window(
             first = int(row["page"])
             pages = [reader.pages[first - 1 + n] for n in range(int(row["pages"]))]
             content = "\n".join(page.extract_text() for page in pages)
-            assert reference in content and "3422" in content and "lundi 28 février 2022" in content
+            assert "3422" in content and "lundi 28 février 2022" in content
+            # The short reference, grouped for reading aloud (K7QX-M4RT-9), and never a UUID.
+            assert re.fullmatch(r"[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]", shown[reference])
+            assert f"Référence à rappeler : {shown[reference]} - page 1/" in content
+            assert reference not in content and not _UUID.search(content)
             for person in people[reference]:
                 assert formatted(provisional_code(key, person["nir"])) in content
                 assert person["nir"] not in content
@@ -97,8 +113,15 @@ def test_a_print_batch_reads_back_with_every_code_and_the_address_in_the_window(
                 x, y = placed[line]
                 assert left <= x and x + len(line) * 6 / MM <= left + width, line  # Courier 10 pt: 6 pt a letter
                 assert top <= y - 3.5 and y <= top + height, line
-            assert any(text_ == f"Réf. {reference}" and top <= y <= top + height for text_, x, y in
+            assert any(text_ == f"Réf. {shown[reference]}" and top <= y <= top + height for text_, x, y in
                        _positions(pages[0]))
+            # The return address at the top left, above the window's level: AFNOR lines, as set.
+            sender = [(text_, x, y) for text_, x, y in _positions(pages[0]) if x < left and y < top]
+            assert [text_ for text_, _, _ in sender] == list(RETURN_ADDRESS)
+            assert len(sender) <= MAX_LINES and all(len(text_) <= MAX_LINE_LENGTH for text_, _, _ in sender)
+            assert all(abs(x - 20) < 0.5 and 15 <= y <= 41 for _, x, y in sender)
+            if len(people[reference]) > 1:  # the family's mother
+                assert "dont vous êtes la représentante légale." in " ".join(content.split())
     assert seen_references == set(people)
     cedex_row = next(row for row in fetch(engine, "SELECT notification_id FROM notifications") if
                      people[row.notification_id][0]["code_postal"] == "75381")
@@ -205,9 +228,13 @@ def test_print_files_are_owner_only_and_no_temporary_file_is_left(
     assert summary.batches == ["20220131-0001", "20220131-0002"]
     assert stat.S_IMODE(settings.print_dir.stat().st_mode) == 0o700
     written = sorted(path for path in settings.print_dir.rglob("*"))
+    rollout = _rollout(engine)  # batch ids are unique per database: its rollout's folder holds them
     assert [path.relative_to(settings.print_dir).as_posix() for path in written] == [
-        "20220131-0001", "20220131-0001/20220131-0001-manifest.csv", "20220131-0001/20220131-0001.pdf",
-        "20220131-0002", "20220131-0002/20220131-0002-manifest.csv", "20220131-0002/20220131-0002.pdf",
+        rollout,
+        f"{rollout}/20220131-0001", f"{rollout}/20220131-0001/20220131-0001-manifest.csv",
+        f"{rollout}/20220131-0001/20220131-0001.pdf",
+        f"{rollout}/20220131-0002", f"{rollout}/20220131-0002/20220131-0002-manifest.csv",
+        f"{rollout}/20220131-0002/20220131-0002.pdf",
     ]
     assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written if path.is_dir()} == {"0o700"}
     assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written if path.is_file()} == {"0o600"}
@@ -219,7 +246,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_next_run_prints_the_bat
     settings = load_settings()
     _letters_wave(engine, settings_env, tmp_path)
     # A folder where the manifest should go: its rename fails after both files were written.
-    blocked = settings.print_dir / "20220131-0001" / "20220131-0001-manifest.csv"
+    blocked = settings.print_dir / _rollout(engine) / "20220131-0001" / "20220131-0001-manifest.csv"
     blocked.mkdir(parents=True)
     (blocked / "keep").write_text("x")
 
@@ -277,3 +304,21 @@ def test_two_printing_runs_at_once_write_distinct_batches_of_distinct_letters(
     references = [line.split(";")[0] for text_ in manifests for line in text_.splitlines()[1:]]
     assert len(references) == len(set(references)) == 40  # no letter in two batches
     assert [path.name for path in settings.print_dir.rglob("*.tmp")] == []
+
+
+def test_the_return_address_is_set_and_checked_as_a_postal_address() -> None:
+    assert load_settings({}).return_address == RETURN_ADDRESS
+    custom = load_settings({"MES_RETURN_ADDRESS": "Assurance Maladie|CPAM de l'Ain|Service Mon espace santé|TSA 70001"
+                                                  "|01012 Bourg-en-Bresse Cedex"})
+    assert custom.return_address == (
+        "ASSURANCE MALADIE", "CPAM DE L AIN", "SERVICE MON ESPACE SANTE", "TSA 70001", "01012 BOURG EN BRESSE CEDEX"
+    )
+    for wrong, problem in (
+        ("Assurance Maladie|TSA 12345", "postcode is not 5 digits"),
+        ("Assurance Maladie|75000 PARIS CEDEX", "no delivery line"),
+        ("Assurance Maladie|A|B|C|D|E|75000 PARIS", "more than 6 lines"),
+        ("Assurance Maladie|TSA 12345|00000 PARIS", "postcode area does not exist"),
+        ("Assurance Maladie de la Sécurité sociale du Grand Est|TSA 1|75000 PARIS", "the first line"),
+    ):
+        with pytest.raises(ConfigError, match=problem):
+            load_settings({"MES_RETURN_ADDRESS": wrong})

@@ -26,8 +26,10 @@ from notifications.render import (
 )
 
 KEY = b"k" * 32
-PARENT = Member("180037502300145", "Jean", "Dupont")
-CHILD = Member("112057502300163", "Léa", "Dupont")
+PARENT = Member("180037502300145", "Jean", "Dupont", "M")
+CHILD = Member("112057502300163", "Léa", "Dupont", "F")
+# Stored references (enrolment/references.py), worked by hand in tests/notifications/test_reference.py.
+REFERENCE, OTHER_REFERENCE = "234567894", "ABCDEFGH3"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +58,7 @@ def test_dates_are_written_in_french_words(day: dt.date, words: str) -> None:
 def test_the_message_states_the_last_day_of_the_window_set(
     window: OptOutWindow, send_date: dt.date, last_day: str
 ) -> None:
-    content = message_content("ref-1", PARENT.nir, PARENT, [PARENT], KEY, send_date, window)
+    content = message_content("ref-1", PARENT.nir, PARENT, [PARENT], KEY, send_date, window, reference=REFERENCE)
     assert f"au plus tard le {last_day}" in render_text(content)
     assert any(last_day in paragraph for paragraph in letter_paragraphs(content))
 
@@ -70,7 +72,8 @@ def test_the_message_states_the_last_day_of_the_window_set(
     ],
 )
 def test_the_message_says_who_it_is_for(members: list[Member], expected: str) -> None:
-    content = message_content("ref-1", PARENT.nir, PARENT, members, KEY, dt.date(2022, 1, 31), OptOutWindow())
+    content = message_content("ref-1", PARENT.nir, PARENT, members, KEY, dt.date(2022, 1, 31), OptOutWindow(),
+                              reference=REFERENCE)
     text_ = render_text(content)
     assert expected in text_
     assert text_.count(" : ") >= len(members)  # one code line per person
@@ -78,7 +81,8 @@ def test_the_message_says_who_it_is_for(members: list[Member], expected: str) ->
 
 
 def test_an_address_that_could_forge_a_header_is_refused() -> None:
-    content = message_content("ref-1", PARENT.nir, PARENT, [PARENT], KEY, dt.date(2022, 1, 31), OptOutWindow())
+    content = message_content("ref-1", PARENT.nir, PARENT, [PARENT], KEY, dt.date(2022, 1, 31), OptOutWindow(),
+                              reference=REFERENCE)
     for address in ("a@b.fr\r\nBcc: x@y.fr", "<a@b.fr>", "Jean <a@b.fr>", "", "a b@c.fr"):
         with pytest.raises(UnsafeRecipientAddress):
             build_email(content, address)
@@ -86,7 +90,7 @@ def test_an_address_that_could_forge_a_header_is_refused() -> None:
 
 def test_every_attempt_carries_the_same_message_id_with_the_reference() -> None:
     content = message_content("0b6f1c2e-1111-4aaa-8bbb-123456789abc", PARENT.nir, PARENT, [PARENT], KEY,
-                              dt.date(2022, 1, 31), OptOutWindow())
+                              dt.date(2022, 1, 31), OptOutWindow(), reference=REFERENCE)
     first, second = (
         email.message_from_bytes(build_email(content, "a@b.fr", attempt=n), policy=email.policy.default)
         for n in (1, 2)
@@ -95,6 +99,11 @@ def test_every_attempt_carries_the_same_message_id_with_the_reference() -> None:
     assert (first["X-Mes-Attempt"], second["X-Mes-Attempt"]) == ("1", "2")
     assert reference_of(first["Message-ID"]) == "0b6f1c2e-1111-4aaa-8bbb-123456789abc"
     assert first.get_body(("plain",)).get_content() == second.get_body(("plain",)).get_content()
+    # The body shows the short reference, grouped for reading aloud, never the notification id.
+    for subtype in ("plain", "html"):
+        body = first.get_body((subtype,)).get_content()
+        assert "Référence du message : 2345-6789-4" in body
+        assert "0b6f1c2e" not in body
 
 
 TRICKY_NAMES = [
@@ -122,7 +131,7 @@ def test_the_hand_built_email_says_what_the_email_package_builds(prenom: str, no
     recipient = Member(PARENT.nir, prenom, nom)
     members = [recipient] + [Member(f"11205750230{index:04d}", nom, prenom) for index in range(people - 1)]
     content = message_content("0b6f1c2e-1111-4aaa-8bbb-123456789abc", recipient.nir, recipient, members, KEY,
-                              dt.date(2022, 1, 31), OptOutWindow())
+                              dt.date(2022, 1, 31), OptOutWindow(), reference=REFERENCE)
     fast = email.message_from_bytes(build_email(content, "a@b.fr", attempt=2), policy=email.policy.default)
     expected_text, expected_html = render_text(content), render_html(content)
     reference = email.message_from_bytes(
@@ -130,7 +139,7 @@ def test_the_hand_built_email_says_what_the_email_package_builds(prenom: str, no
             expected_text,
             expected_html,
             {"From": f"{SENDER_NAME} <{DEFAULT_SENDER}>", "To": "a@b.fr", "Subject": SUBJECT,
-             "Message-ID": f"<{content.reference}@mes-rollout.invalid>"},
+             "Message-ID": f"<{content.notification_id}@mes-rollout.invalid>"},
         ),
         policy=email.policy.default,
     )
@@ -150,13 +159,18 @@ def test_the_hand_built_email_says_what_the_email_package_builds(prenom: str, no
 
 def test_a_message_renders_the_same_with_the_wording_cached_or_not() -> None:
     """The bodies are rendered once per wording with slots for the names: a second message of the
-    same wording must carry its own names and codes, not the first one's."""
-    first = message_content("ref-1", PARENT.nir, PARENT, [PARENT, CHILD], KEY, dt.date(2022, 1, 31), OptOutWindow())
-    other_parent = Member("280037502300192", "Zoé", "Martin")
-    other_child = Member("212057502300199", "Noé", "Martin")
+    same wording must carry its own names, codes and reference, not the first one's; a mother's
+    message is not a father's wording with her name in it."""
+    first = message_content("ref-1", PARENT.nir, PARENT, [PARENT, CHILD], KEY, dt.date(2022, 1, 31), OptOutWindow(),
+                            reference=REFERENCE)
+    other_parent = Member("280037502300192", "Zoé", "Martin", "F")
+    other_child = Member("212057502300199", "Noé", "Martin", "M")
     second = message_content("ref-2", other_parent.nir, other_parent, [other_parent, other_child], KEY,
-                             dt.date(2022, 1, 31), OptOutWindow())
-    for content in (first, second):
+                             dt.date(2022, 1, 31), OptOutWindow(), reference=OTHER_REFERENCE)
+    for content, reference, wording in ((first, "2345-6789-4", "le représentant légal"),
+                                        (second, "ABCD-EFGH-3", "la représentante légale")):
         parsed = email.message_from_bytes(build_email(content, "a@b.fr"), policy=email.policy.default)
         assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == render_text(content)
         assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == render_html(content)
+        assert f"Référence du message : {reference}" in render_text(content)
+        assert f"dont vous êtes {wording}." in render_text(content)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from enrolment.codes import formatted, provisional_code, wave_key
+from enrolment.references import grouped
 from enrolment.window import opt_out_deadline
 from mes_rollout.config import load_settings
 from mes_rollout.db import as_datetime
@@ -72,6 +73,7 @@ def test_each_email_says_what_it_must_and_nothing_it_must_not(
     key = wave_key(settings_env, wave)
     by_to = {message["To"]: message for message in handler.messages()}
     assert set(by_to) == {"camille@example.fr", "parent@example.fr"}
+    shown = {row.notification_id: grouped(row.reference) for row in fetch(engine, "SELECT * FROM notifications")}
     for message, reference, people in ((by_to["camille@example.fr"], own, [single]),
                                        (by_to["parent@example.fr"], for_family, [parent, *kids])):
         assert message["Subject"] == "Mon espace santé : votre espace santé personnel"
@@ -84,14 +86,15 @@ def test_each_email_says_what_it_must_and_nothing_it_must_not(
         for part in (plain, html):
             assert "lundi 28 février 2022" in part  # 31 January + one month, in words
             assert "3422" in part
-            assert reference in part
+            assert f"Référence du message : {shown[reference]}" in part  # K7QX-M4RT-9: read out on the 3422 line
+            assert reference not in part  # the notification id stays in the Message-ID
             for person in people:
                 assert formatted(provisional_code(key, person["nir"])) in part
         raw = message.as_bytes()
         for person in people:
             assert person["nir"].encode() not in raw and person["nir"] not in plain + html
     family_plain = by_to["parent@example.fr"].get_body(("plain",)).get_content()
-    assert "représentant légal" in family_plain and "Codes provisoires" in family_plain
+    assert "dont vous êtes la représentante légale." in family_plain and "Codes provisoires" in family_plain
     assert "Enfant0 MARTIN" in family_plain and "Enfant1 MARTIN" in family_plain
 
     assert _status(engine, own) == ("sent", 1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from migration import run
 from migration.intake import load_dmp_extract
 from migration.store import open_store
 from tests.migration.factories import ExtractBuilder, a_person, insert_space, load_people
-from validation.migration_checks import ValidationFailed
+from validation.migration_checks import ValidationFailed, folder_of_run
 
 RUN = dt.date(2022, 3, 2)
 TITLE = "Sérologie <script>alert(1)</script> très confidentielle"
@@ -55,14 +57,14 @@ def test_the_report_counts_links_and_hides_what_it_must(engine: Engine, settings
     assert {row["confidentiality"]: row["migrated"] for row in report["by_confidentiality"]} == {"N": 4, "R|MASQUE_PS": 1}
     assert [dmp["nir"] for dmp in report["held_back_dmps"]] == sorted([mask(identity_wrong["nir"]), mask(builder.dmps[0]["nir"])])
     assert (folder / report["data_docs"]).is_file()
-    assert (folder / "data_docs" / "validations" / "dmp_reconciliation").is_dir()
+    assert (folder / "data_docs" / "committed" / "validations" / "dmp_reconciliation").is_dir()
     for name in ("report.json", "report.html"):
         written = (folder / name).read_text(encoding="utf-8")
         for row in builder.dmps:
             assert row["nir"] not in written
         assert "Sérologie" not in written and "<script>" not in written
     html = (folder / "report.html").read_text(encoding="utf-8")
-    assert 'href="data_docs/index.html"' in html
+    assert 'href="data_docs/committed/index.html"' in html
     # Data Docs see ids and codes, never a NIR, a title or content.
     for page in (folder / "data_docs").rglob("*.html"):
         text_ = page.read_text(encoding="utf-8")
@@ -152,7 +154,11 @@ def test_hostile_values_are_escaped_in_the_data_docs(engine: Engine, settings_en
     planned = run.start(engine, settings, RUN, holdback_threshold=0.0)  # every warning fails: values shown
     run.classify(engine, settings, store, planned["run_id"])
     summary = run.validate_decisions(engine, settings, planned["run_id"])
-    docs = settings.reports_dir / "migration" / planned["run_id"] / "data_docs"
+    with engine.connect() as connection:
+        published = connection.execute(text("SELECT validation FROM migration_runs")).scalar_one()
+    published = json.loads(published) if isinstance(published, str) else published
+    summary["data_docs"] = str(folder_of_run(engine, settings, planned["run_id"]) / published["decisions"]["data_docs"])
+    docs = Path(summary["data_docs"]).parent
     pages = {page: page.read_text(encoding="utf-8") for page in docs.rglob("*.html")}
     assert summary["passed"] and len(pages) >= 3
     everything = "\n".join(pages.values())
@@ -162,3 +168,52 @@ def test_hostile_values_are_escaped_in_the_data_docs(engine: Engine, settings_en
     for field in SHOWN_BY_GX:  # shown, escaped
         escaped = html.escape(HOSTILE[field].split("|")[-1])
         assert escaped in everything, field
+
+
+REMOTE = ("http://", "https://", "//")
+
+
+class _Fetches(HTMLParser):
+    """Every URL a page makes the browser fetch by itself: scripts, stylesheets, images, frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"script": "src", "img": "src", "source": "src", "iframe": "src", "embed": "src", "link": "href"}
+        for name, value in attrs:
+            if name == wanted.get(tag) and value:
+                self.urls.append(value)
+
+
+@pytest.mark.slow
+def test_the_data_docs_are_offline_pages_named_after_the_run(engine: Engine, settings_env: Path, tmp_path: Path) -> None:
+    _extract(engine, tmp_path)
+    settings = load_settings()
+    summary = run.migrate(engine, settings, open_store(settings), RUN, holdback_threshold=0.5)
+    run_id = summary["run_id"]
+    folder = folder_of_run(engine, settings, run_id)
+    site = folder / "data_docs" / "committed"
+    assert folder.name == run_id == "dmp-20220302-001" and (site / "index.html").is_file()
+    pages = sorted(site.rglob("*.html"))
+    validation_pages = sorted(site.glob("validations/*/*/*/*.html"))
+    # GX's run name is the migration run, not __none__.
+    assert validation_pages and {page.relative_to(site).parts[2] for page in validation_pages} == {run_id}
+    for page in pages:
+        content = page.read_text(encoding="utf-8")
+        fetches = _Fetches()
+        fetches.feed(content)
+        assert [url for url in fetches.urls if url.startswith(REMOTE)] == [], page
+        assert not re.search(r"url\(\s*['\"]?(https?:)?//", content), page
+        assert "__none__" not in content and "dataContextId" not in content
+    for stylesheet in site.rglob("*.css"):
+        assert not re.search(r"url\(\s*['\"]?(https?:)?//", stylesheet.read_text(encoding="utf-8")), stylesheet
+    # The index is a plain table of the results (GX's own is filled by a script from a CDN).
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert '<table id="validation-results">' in index and "<script" not in index
+    links = re.findall(r'href="(validations/[^"]+)"', index)
+    assert len(links) == len(validation_pages) and all((site / link).is_file() for link in links)
+    assert "<td>dmp_reconciliation</td><td>dmp-20220302-001</td>" in index and "réussie" in index
+    reconciliation = next(page for page in validation_pages if "dmp_reconciliation_totals" in str(page))
+    assert "<table" in reconciliation.read_text(encoding="utf-8")  # GX's results table, rendered server side

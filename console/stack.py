@@ -1,0 +1,802 @@
+"""The production stack of Airflow on this machine: `mes-rollout airflow up | down | status`.
+
+`up` starts, each in its own process group, the api-server, the scheduler, the dag-processor, the
+triggerer and, with PostgreSQL, N Celery workers (CeleryExecutor, Redis as broker, PostgreSQL as
+Airflow's metadata database `airflow_mes` and result backend beside the pipeline's database).
+With nothing configured it runs the same on the embedded set-up: LocalExecutor (tasks run by the
+scheduler) and SQLite. Before it starts anything it migrates both databases and creates the
+secrets and the login once (0600 files under the Airflow home); once the api-server answers it
+sets the pools, the `mes_smtp` connection (when MES_SMTP_URL is set) and unpauses the DAGs, all
+through Airflow's REST API. airflow.cfg stays the project's: the stack hands its choices to the
+processes as AIRFLOW__SECTION__KEY variables. Under the Airflow home: `run/<process>.pid`,
+`logs/stack/<process>.log` (the processes), `logs/` (the tasks), `stack/stack.json` (what runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from console.airflow_home import AIRFLOW_CONFIG, DAGS_FOLDER
+from mes_rollout.config import Settings
+
+CELERY, LOCAL = "CeleryExecutor", "LocalExecutor"
+METADATA_DATABASE = "airflow_mes"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PORT = 8080
+LOOPBACK = "127.0.0.1"
+# A wave-triggering calendar stays paused until an operator starts the rollout: unpaused, its
+# catch-up from its start date would trigger every planned wave at once.
+KEPT_PAUSED = frozenset({"rollout_calendar", "weekly_wave"})
+# The environment variable naming a Celery worker, read back by `worker_hostname` in its tasks.
+WORKER_NAME_VARIABLE = "MES_STACK_WORKER"
+SMTP_CONNECTION_ID = "mes_smtp"
+START_TIMEOUT = 240.0
+STOP_TIMEOUT = 30.0
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or answer as asked: the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StackUser:
+    """A login of the Airflow UI and REST API (simple auth manager): a name and its role."""
+
+    username: str
+    role: str  # viewer, user, op or admin
+
+
+def stack_users() -> list[StackUser]:
+    """Everyone who may log in. The one place to add a user (each gets a generated password)."""
+    return [StackUser("admin", "admin")]
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """What `up` starts, decided once from the settings and the options."""
+
+    home: Path
+    executor: str
+    metadata_url: str  # Airflow's own database (SQLAlchemy URL)
+    pipeline_url: str  # MES_DATABASE_URL
+    var_dir: Path
+    port: int
+    workers: int = 0
+    worker_concurrency: int = 2
+    broker_url: str = ""
+    smtp_url: str = ""  # MES_SMTP_URL when not embedded: becomes the `mes_smtp` connection
+    smtp_slots: int = 2
+    task_slots: int = 16
+    log_server_port: int = 0
+    trigger_log_server_port: int = 0
+    unpause: tuple[str, ...] | None = None  # None: every DAG but KEPT_PAUSED
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def result_backend(self) -> str:
+        return f"db+{self.metadata_url}"
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _with_database(url: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def plan_stack(
+    settings: Settings,
+    *,
+    home: Path,
+    workers: int = 2,
+    celery: bool = False,
+    port: int = DEFAULT_PORT,
+    redis_url: str = DEFAULT_REDIS_URL,
+    metadata_database: str = METADATA_DATABASE,
+    worker_concurrency: int = 2,
+    smtp_slots: int = 2,
+    unpause: tuple[str, ...] | None = None,
+) -> StackPlan:
+    """The stack of these settings: Celery where the pipeline's database is PostgreSQL (or asked
+    for), else the LocalExecutor on SQLite."""
+    on_postgres = settings.dialect == "postgresql"
+    if celery and not on_postgres:
+        raise StackError(
+            "--celery needs PostgreSQL: set MES_DATABASE_URL=postgresql+psycopg://USER@HOST/DB"
+            " (Airflow's metadata database goes beside it, in database " + metadata_database + ")"
+        )
+    common: dict[str, Any] = {
+        "home": home.resolve(),
+        "pipeline_url": settings.database_url,
+        "var_dir": settings.var_dir,
+        "port": port,
+        "smtp_url": "" if settings.is_embedded_smtp else settings.smtp_url,
+        "smtp_slots": smtp_slots,
+        "log_server_port": _free_port(),
+        "trigger_log_server_port": _free_port(),
+        "unpause": unpause,
+    }
+    if on_postgres:
+        if workers < 1:
+            raise StackError("--workers: at least one Celery worker")
+        return StackPlan(
+            executor=CELERY,
+            metadata_url=_with_database(settings.database_url, metadata_database),
+            workers=workers,
+            worker_concurrency=worker_concurrency,
+            broker_url=redis_url,
+            task_slots=max(workers * worker_concurrency, 2),
+            **common,
+        )
+    return StackPlan(
+        executor=LOCAL, metadata_url=f"sqlite:///{home.resolve() / 'airflow.db'}", task_slots=2, **common
+    )
+
+
+# --- files under the Airflow home -------------------------------------------------------------
+
+
+def _run_dir(home: Path) -> Path:
+    return home / "run"
+
+
+def _process_log_dir(home: Path) -> Path:
+    return home / "logs" / "stack"
+
+
+def _state_file(home: Path) -> Path:
+    return home / "stack" / "stack.json"
+
+
+def passwords_file(home: Path) -> Path:
+    return home / "stack" / "passwords.json"
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a file only its owner reads (0600), created so from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(content)
+    os.chmod(path, 0o600)
+
+
+def _private_json(path: Path, fill: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    """A 0600 JSON object kept under the home: read it, let `fill` add what is missing, save."""
+    values: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if fill(values) or not path.exists():
+        _write_private(path, json.dumps(values, indent=2) + "\n")
+    os.chmod(path, 0o600)
+    return values
+
+
+def stack_secrets(home: Path) -> dict[str, str]:
+    """The api-server's `secret_key` and the JWT `jwt_secret`: generated once, kept 0600."""
+
+    def fill(values: dict[str, str]) -> bool:
+        missing = [name for name in ("secret_key", "jwt_secret") if not values.get(name)]
+        for name in missing:
+            values[name] = secrets.token_urlsafe(48)
+        return bool(missing)
+
+    return _private_json(home / "stack" / "secrets.json", fill)
+
+
+def stack_passwords(home: Path) -> dict[str, str]:
+    """Each user's password (the simple auth manager's passwords file): generated once, 0600."""
+
+    def fill(values: dict[str, str]) -> bool:
+        missing = [user.username for user in stack_users() if not values.get(user.username)]
+        for username in missing:
+            values[username] = secrets.token_urlsafe(18)
+        return bool(missing)
+
+    return _private_json(passwords_file(home), fill)
+
+
+def worker_hostname() -> str:
+    """Airflow's `hostname_callable` in the Celery workers: the worker's own name, so that a task
+    instance's `hostname` tells which of the workers of one machine ran it."""
+    return os.environ.get(WORKER_NAME_VARIABLE) or socket.getfqdn()
+
+
+# The pinned celery (5.7) no longer has `celery.backends.database.retry`, which the pinned Celery
+# provider (3.26.0) imports: every process of the stack starts with this `sitecustomize`, which
+# puts back the decorator celery 5.6 had when it is missing (a no-op once the pins agree again).
+_CELERY_COMPAT = """\"\"\"Written by `mes-rollout airflow up` (console/stack.py): celery 5.7 compatibility.\"\"\"
+import functools
+
+import celery.backends.database as _database
+
+if not hasattr(_database, "retry"):
+    from sqlalchemy.exc import DatabaseError, InvalidRequestError
+    from sqlalchemy.orm.exc import StaleDataError
+
+    def retry(fun):
+        @functools.wraps(fun)
+        def _inner(*args, **kwargs):
+            max_retries = kwargs.pop("max_retries", 3)
+            for attempt in range(max_retries):
+                try:
+                    return fun(*args, **kwargs)
+                except (DatabaseError, InvalidRequestError, StaleDataError):
+                    if attempt + 1 >= max_retries:
+                        raise
+
+        return _inner
+
+    _database.retry = retry
+"""
+
+
+def _celery_compat_path(home: Path) -> Path:
+    folder = home / "stack" / "python"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / "sitecustomize.py").write_text(_CELERY_COMPAT, encoding="utf-8")
+    return folder
+
+
+# --- the processes --------------------------------------------------------------------------
+
+
+def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every process of the stack: the caller's (MES_* settings included) and
+    Airflow's settings as AIRFLOW__ variables over the project's airflow.cfg."""
+    keys = stack_secrets(plan.home)
+    environment = dict(os.environ if base is None else base)
+    compat = _celery_compat_path(plan.home)
+    environment.update(
+        {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(compat), environment.get("PYTHONPATH", "")])),
+            "AIRFLOW_HOME": str(plan.home),
+            "AIRFLOW_CONFIG": str(AIRFLOW_CONFIG),
+            "MES_DATABASE_URL": plan.pipeline_url,
+            "MES_VAR_DIR": str(plan.var_dir),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": plan.executor,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{plan.url}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{user.username}:{user.role}" for user in stack_users()
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(plan.home)),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": plan.metadata_url,
+            "AIRFLOW__API__HOST": LOOPBACK,
+            "AIRFLOW__API__PORT": str(plan.port),
+            "AIRFLOW__API__BASE_URL": plan.url,
+            "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(plan.home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(plan.log_server_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(plan.trigger_log_server_port),
+            # Asset-triggered and cleared runs start within seconds, not at the next minute.
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        }
+    )
+    if plan.metadata_url.startswith("postgresql"):
+        # psycopg 3 is async too: without this Airflow would want asyncpg for its async engine.
+        environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = plan.metadata_url
+    if plan.executor == CELERY:
+        environment.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": plan.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": plan.result_backend,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(plan.worker_concurrency),
+                # A task a killed worker held goes back to the queue (acks at the end of the task),
+                # and the scheduler re-queues what no worker took in time.
+                "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+            }
+        )
+    else:
+        # SQLite takes one writer at a time: a few tasks at once.
+        environment["AIRFLOW__CORE__PARALLELISM"] = "2"
+    return environment
+
+
+def stack_processes(plan: StackPlan) -> list[Process]:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    processes = [
+        Process("api-server", [airflow, "api-server", "--host", LOOPBACK, "--port", str(plan.port)]),
+        Process("scheduler", [airflow, "scheduler"]),
+        Process("dag-processor", [airflow, "dag-processor"]),
+        Process("triggerer", [airflow, "triggerer"]),
+    ]
+    host = socket.gethostname().split(".", 1)[0]
+    for number in range(1, plan.workers + 1):
+        name = f"worker{number}@{host}"
+        processes.append(
+            Process(
+                f"worker{number}",
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    name,
+                    "--concurrency",
+                    str(plan.worker_concurrency),
+                    "--skip-serve-logs",
+                ],  # fmt: skip
+                {
+                    WORKER_NAME_VARIABLE: name,
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "console.stack.worker_hostname",
+                },
+            )
+        )
+    return processes
+
+
+def _pid_file(home: Path, name: str) -> Path:
+    return _run_dir(home) / f"{name}.pid"
+
+
+def _group_members(group: int) -> list[tuple[int, str]]:
+    """The processes of a process group (pid, command line), read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != group:
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        members.append((int(entry.name), command))
+    return members
+
+
+def _our_group(group: int) -> bool:
+    """Does this process group still hold a process of the stack (a pid file may outlive a crash
+    and its number be reused by another program)?"""
+    return any("airflow" in command or "celery" in command for _, command in _group_members(group))
+
+
+def _recorded_groups(home: Path) -> dict[str, int]:
+    groups = {}
+    for pid_file in sorted(_run_dir(home).glob("*.pid")):
+        try:
+            groups[pid_file.stem] = int(pid_file.read_text().strip())
+        except ValueError:
+            continue
+    return groups
+
+
+def start_process(home: Path, process: Process, environment: Mapping[str, str]) -> int:
+    """Start one process of the stack in its own process group, its output in its log file."""
+    log_path = _process_log_dir(home) / f"{process.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with log_path.open("ab") as log:
+        log.write(f"\n--- {dt.datetime.now(dt.UTC).isoformat()} {' '.join(process.argv[1:])}\n".encode())
+        log.flush()
+        child = subprocess.Popen(
+            process.argv,
+            env={**environment, **process.environment},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: `down` stops it with its children
+            cwd=str(home),
+        )
+    _run_dir(home).mkdir(parents=True, exist_ok=True, mode=0o700)
+    _pid_file(home, process.name).write_text(f"{child.pid}\n")
+    return child.pid
+
+
+def stop_stack(home: Path, timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
+    """Stop every process of the stack recorded under the home, with its process group: SIGTERM,
+    then SIGKILL after `timeout`. Works after a crash too (the pid files remain)."""
+    home = home.resolve()
+    groups = _recorded_groups(home)
+    stopped, gone = [], []
+    for name, group in groups.items():
+        if _our_group(group):
+            try:
+                os.killpg(group, signal.SIGTERM)
+                stopped.append(name)
+            except ProcessLookupError:
+                gone.append(name)
+        else:
+            gone.append(name)
+    deadline = time.monotonic() + timeout
+    killed = []
+    for name in stopped:
+        group = groups[name]
+        while _group_members(group) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _group_members(group):
+            try:
+                os.killpg(group, signal.SIGKILL)
+                killed.append(name)
+            except ProcessLookupError:
+                pass
+    for name in stopped:
+        wait_until = time.monotonic() + 10
+        while _group_members(groups[name]) and time.monotonic() < wait_until:
+            time.sleep(0.1)
+    for name in groups:
+        _pid_file(home, name).unlink(missing_ok=True)
+    return {"home": str(home), "stopped": stopped, "killed_after_timeout": killed, "not_running": gone}
+
+
+def _all_alive(home: Path) -> None:
+    """StackError naming the log of any process of the stack that has died."""
+    for name, group in _recorded_groups(home).items():
+        if not _our_group(group):
+            raise StackError(f"{name} stopped: see {_process_log_dir(home) / (name + '.log')}")
+
+
+def stack_status(home: Path) -> dict[str, Any]:
+    """Which processes of the stack run, the URL and where the logs are."""
+    home = home.resolve()
+    state_path = _state_file(home)
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    processes = {
+        name: {"pid": group, "running": _our_group(group)} for name, group in _recorded_groups(home).items()
+    }
+    return {
+        "home": str(home),
+        "url": state.get("url"),
+        "executor": state.get("executor"),
+        "processes": processes,
+        "running": bool(processes) and all(process["running"] for process in processes.values()),
+        "logs": str(_process_log_dir(home)),
+    }
+
+
+# --- the REST API ---------------------------------------------------------------------------
+
+
+class AirflowApi:
+    """Airflow's REST API (v2) with a JWT from POST /auth/token."""
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 30.0) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=url, timeout=timeout)
+        response = self.client.post("/auth/token", json={"username": username, "password": password})
+        if response.status_code not in (200, 201):
+            raise StackError(f"login as {username} refused: HTTP {response.status_code}")
+        self.client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
+        response = self.client.request(method, f"/api/v2{path}", **kwargs)
+        if response.status_code not in ok:
+            raise StackError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
+
+    def dag_ids(self) -> list[str]:
+        return [dag["dag_id"] for dag in self.request("GET", "/dags", params={"limit": 100})["dags"]]
+
+    def set_pool(self, name: str, slots: int, description: str) -> None:
+        # default_pool takes its slots only.
+        fields = ["slots"] if name == "default_pool" else ["slots", "description"]
+        body = {"pool": name, "slots": slots, "description": description, "include_deferred": False}
+        response = self.client.patch(f"/api/v2/pools/{name}", json=body, params={"update_mask": fields})
+        if response.status_code == 404:
+            self.request("POST", "/pools", json={"name": name, "slots": slots, "description": description})
+        elif response.status_code != 200:
+            raise StackError(f"pool {name}: HTTP {response.status_code} {response.text[:300]}")
+
+    def set_connection(self, body: dict[str, Any]) -> None:
+        connection_id = body["connection_id"]
+        response = self.client.patch(f"/api/v2/connections/{connection_id}", json=body)
+        if response.status_code == 404:
+            self.request("POST", "/connections", json=body)
+        elif response.status_code != 200:
+            raise StackError(f"connection {connection_id}: HTTP {response.status_code}")
+
+    def unpause(self, dag_id: str, paused: bool = False) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(
+        self, dag_id: str, *, logical_date: dt.datetime | None, conf: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> str:  # fmt: skip
+        """Trigger a run now (its logical date may be another day: the day it works on)."""
+        body: dict[str, Any] = {
+            "logical_date": logical_date.isoformat() if logical_date else None,
+            "conf": conf or {},
+        }
+        if run_id:
+            body["dag_run_id"] = run_id
+        return str(self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return list(self.request("GET", path, params={"limit": 1000})["task_instances"])
+
+    def answer_hitl(
+        self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict[str, Any] | None = None,
+        map_index: int = -1,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Answer a human-in-the-loop task (the approval of a wave), as the UI's Required actions do."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        return dict(
+            self.request("PATCH", path, json={"chosen_options": [option], "params_input": params_input or {}})
+        )
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Call `check` until it returns something true; StackError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last_error = None
+        except StackError:
+            raise
+        except Exception as error:  # noqa: BLE001 - not ready yet: try again until the deadline
+            last_error = error
+        time.sleep(interval)
+    reason = f" (last: {type(last_error).__name__}: {str(last_error)[:200]})" if last_error else ""
+    raise StackError(f"timed out after {timeout:.0f} s waiting for {what}{reason}")
+
+
+def wait_for_dag_run(api: AirflowApi, dag_id: str, run_id: str, timeout: float) -> str:
+    """The run's final state (success or failed), waiting for it at most `timeout` seconds."""
+
+    def finished() -> str | None:
+        state = str(api.dag_run(dag_id, run_id)["state"])
+        return state if state in ("success", "failed") else None
+
+    return str(wait_for(f"{dag_id} run {run_id} to finish", finished, timeout))
+
+
+def _healthy(plan: StackPlan) -> bool:
+    import httpx
+
+    _all_alive(plan.home)
+    response = httpx.get(f"{plan.url}/api/v2/monitor/health", timeout=5)
+    if response.status_code != 200:
+        return False
+    health = response.json()
+    wanted = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all(health.get(part, {}).get("status") == "healthy" for part in wanted)
+
+
+def _celery_workers(broker_url: str) -> set[str]:
+    from celery import Celery
+
+    app = Celery(broker=broker_url)
+    try:
+        replies = app.control.ping(timeout=1.0) or []
+    finally:
+        app.close()
+    return {name for reply in replies for name in reply}
+
+
+def smtp_connection_body(smtp_url: str) -> dict[str, Any]:
+    """The Airflow SMTP connection `mes_smtp` saying what MES_SMTP_URL says (the way
+    `SmtpTarget.from_airflow_connection` reads it back)."""
+    from notifications.email_client import SmtpTarget
+
+    target = SmtpTarget.from_url(smtp_url)
+    extra: dict[str, Any] = {
+        "disable_ssl": not target.implicit_tls,
+        "disable_tls": not target.starttls,
+        "from_email": target.sender,
+        "timeout": target.timeout,
+    }
+    if not target.validate_certs:
+        extra["ssl_context"] = "none"
+    if target.ca_file:
+        extra["ca_file"] = target.ca_file
+    return {
+        "connection_id": SMTP_CONNECTION_ID,
+        "conn_type": "smtp",
+        "description": "The SMTP relay of mes-rollout (from MES_SMTP_URL at `mes-rollout airflow up`)",
+        "host": target.host,
+        "port": target.port,
+        "login": target.username,
+        "password": target.password,
+        "extra": json.dumps(extra),
+    }
+
+
+def configure(plan: StackPlan, api: AirflowApi) -> dict[str, Any]:
+    """Pools, the SMTP connection and the DAGs' pause state, through the REST API (safe to repeat)."""
+    from mes_rollout.constants import SMTP_RELAY_POOL
+
+    api.set_pool(
+        SMTP_RELAY_POOL,
+        plan.smtp_slots,
+        "SMTP relay: one slot per sending task; slots x MES_SMTP_CONNECTIONS = connections at most",
+    )
+    # Every task holds a slot of default_pool: this bounds the tasks at once, hence the
+    # connections the pipeline opens on its database (a task holds a few at most).
+    api.set_pool("default_pool", plan.task_slots, "Tasks at once: bounds the pipeline's database connections")
+    configured: dict[str, Any] = {
+        "pools": {SMTP_RELAY_POOL: plan.smtp_slots, "default_pool": plan.task_slots}
+    }
+    if plan.smtp_url:
+        api.set_connection(smtp_connection_body(plan.smtp_url))
+        configured["connections"] = [SMTP_CONNECTION_ID]
+    expected = sorted(path.stem for path in DAGS_FOLDER.glob("*.py") if path.stem != "__init__")
+    wanted = (
+        [dag_id for dag_id in expected if dag_id not in KEPT_PAUSED] if plan.unpause is None else plan.unpause
+    )
+    parsed = wait_for(
+        "the dag-processor to parse the DAGs",
+        lambda: (ids := set(api.dag_ids())) >= set(wanted) and ids,
+        START_TIMEOUT,
+        interval=2.0,
+    )
+    for dag_id in wanted:
+        api.unpause(dag_id)
+    configured["unpaused"] = list(wanted)
+    configured["paused"] = sorted(set(parsed) - set(wanted))
+    return configured
+
+
+def _prepare_databases(plan: StackPlan, environment: Mapping[str, str]) -> None:
+    from sqlalchemy import create_engine, text
+
+    from mes_rollout.db import make_engine, upgrade
+
+    pipeline = make_engine(plan.pipeline_url)
+    try:
+        upgrade(pipeline)
+    finally:
+        pipeline.dispose()
+    if plan.metadata_url.startswith("postgresql"):
+        database = plan.metadata_url.rsplit("/", 1)[1].split("?", 1)[0]
+        admin = create_engine(_with_database(plan.metadata_url, "postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                exists = connection.execute(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+                ).first()
+                if exists is None:
+                    connection.execute(text(f'CREATE DATABASE "{database}"'))
+        finally:
+            admin.dispose()
+    log_path = _process_log_dir(plan.home) / "db-migrate.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with log_path.open("ab") as log:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+            env=dict(environment), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            timeout=600, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise StackError(f"`airflow db migrate` failed: see {log_path}")
+
+
+def start_stack(plan: StackPlan) -> dict[str, Any]:
+    """Start the whole stack and wait until it answers; stop what it started if any part fails."""
+    home = plan.home
+    if any(_our_group(group) for group in _recorded_groups(home).values()):
+        raise StackError(f"the stack of {home} is running already: `mes-rollout airflow down` first")
+    stop_stack(home)  # pid files of a crashed stack: nothing left of them
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passwords = stack_passwords(home)
+    environment = stack_environment(plan)
+    began = time.monotonic()
+    try:
+        _prepare_databases(plan, environment)
+        pids = {process.name: start_process(home, process, environment) for process in stack_processes(plan)}
+        _write_private(
+            _state_file(home),
+            json.dumps(
+                {**{k: str(v) for k, v in asdict(plan).items()}, "url": plan.url, "pids": pids}, indent=2
+            ),
+        )
+        wait_for("the api-server and the scheduler to be healthy", lambda: _healthy(plan), START_TIMEOUT, 2.0)
+        admin = stack_users()[0].username
+        api = AirflowApi(plan.url, admin, passwords[admin])
+        try:
+            configured = configure(plan, api)
+        finally:
+            api.close()
+        workers: list[str] = []
+        if plan.executor == CELERY:
+            workers = sorted(
+                wait_for(
+                    f"{plan.workers} Celery workers",
+                    lambda: (
+                        (names := _celery_workers(plan.broker_url)) >= set()
+                        and len(names) >= plan.workers
+                        and names
+                    ),
+                    START_TIMEOUT,
+                    2.0,
+                )
+            )
+    except BaseException:
+        stop_stack(home)
+        raise
+    return {
+        "url": plan.url,
+        "executor": plan.executor,
+        "metadata_database": _safe_url(plan.metadata_url),
+        "pipeline_database": _safe_url(plan.pipeline_url),
+        "broker": plan.broker_url or None,
+        "workers": workers,
+        "logins": [
+            {"username": user.username, "role": user.role, "password": passwords[user.username]}
+            for user in stack_users()
+        ],
+        "passwords_file": str(passwords_file(home)),
+        "process_logs": str(_process_log_dir(home)),
+        "task_logs": str(home / "logs"),
+        "pids": pids,
+        **configured,
+        "seconds": round(time.monotonic() - began, 1),
+    }
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class RunningStack:
+    """A started stack and a logged-in REST client (tests and scripts): `with running(plan) as s`."""
+
+    plan: StackPlan
+    api: AirflowApi
+    summary: dict[str, Any]
+
+
+@contextlib.contextmanager
+def running(plan: StackPlan) -> Iterator[RunningStack]:
+    """Start the stack, yield it with an admin REST client, and stop it whatever happens."""
+    try:
+        summary = start_stack(plan)
+        admin = stack_users()[0].username
+        api = AirflowApi(plan.url, admin, stack_passwords(plan.home)[admin])
+        try:
+            yield RunningStack(plan, api, summary)
+        finally:
+            api.close()
+    finally:
+        stop_stack(plan.home)
