@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,9 @@ def upgrade(engine: Engine) -> list[int]:
             )
             applied_now.append(version)
     return applied_now
+
+
+def enum_params(enum: type[StrEnum], prefix: str) -> dict[str, str]:
+    """Bind parameters for every value of an enum, named `<prefix>_<member>` (`outcome_migrated`):
+    a set-based query names its states as parameters, never as literals."""
+    return {f"{prefix}_{member.name.lower()}": member.value for member in enum}

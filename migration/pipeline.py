@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from mes_rollout import audit
 from mes_rollout.bulk import insert_rows
 from mes_rollout.constants import DocumentOutcome, MigrationBatchState, MigrationRunState, SpaceState
-from mes_rollout.db import analyze, as_date, as_datetime, load_query
+from mes_rollout.db import analyze, as_date, as_datetime, enum_params, load_query
 from migration.content import CopyJob, CopyResult, copy_one
 from migration.rules import Decision, Person, SourceDmp, SourceDocument, classify_space, finish_chains
 from migration.store import DocumentStore
@@ -169,7 +169,10 @@ def plan_run(
                 **{state.value: state.value for state in UNFINISHED_STATES},
             },
         )
-        connection.execute(text(load_query("migration_plan_batches.sql")), {"run_id": run_id, "now": now})
+        connection.execute(
+            text(load_query("migration_plan_batches.sql")),
+            {"run_id": run_id, "now": now, "planned": MigrationBatchState.PLANNED.value},
+        )
         analyze(connection, "migration_run_dmps", "migration_batches", always=True)
         plan = _describe_plan(connection, run_id, resumed=False)
         set_run_state(connection, run_id, MigrationRunState.CLASSIFYING, dmps=plan.dmps)
@@ -434,7 +437,7 @@ def commit_run(engine: Engine, store: DocumentStore, run_id: str, *, connections
 
 def _commit_batch(engine: Engine, run_id: str, batch_no: int) -> int:
     """One classified batch's decisions become outcomes, documents, DMP rows and audit rows: one transaction."""
-    params = {"run_id": run_id, "batch_no": batch_no, "now": _now()}
+    params = {"run_id": run_id, "batch_no": batch_no, "now": _now(), **enum_params(DocumentOutcome, "outcome")}
     with engine.begin() as connection:
         for query in (
             "migration_commit_outcomes.sql",

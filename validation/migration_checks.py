@@ -23,8 +23,8 @@ from sqlalchemy import Connection, Engine, text
 
 from mes_rollout import evidence
 from mes_rollout.config import Settings
-from mes_rollout.constants import FileKind
-from mes_rollout.db import as_datetime, load_query
+from mes_rollout.constants import DocumentOutcome, FileKind
+from mes_rollout.db import as_datetime, enum_params, load_query
 from validation import suites
 from validation.gx_context import DATA_DOCS_FOLDER, RESULTS_FOLDER, RunValidator, SuiteOutcome, publish_site
 
@@ -121,7 +121,10 @@ def _frames(engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int
     sql = text(load_query(query))
     for first, last in ranges:
         with engine.connect() as connection:
-            result = connection.execute(sql, {"run_id": run_id, "first_batch": first, "last_batch": last})
+            result = connection.execute(
+                sql,
+                {"run_id": run_id, "first_batch": first, "last_batch": last, **enum_params(DocumentOutcome, "outcome")},
+            )
             columns = list(result.keys())
             # Plain tuples: pandas probes each row with hasattr(), which a SQLAlchemy Row answers
             # through its key lookup and an exception (5x slower to build the frame, measured).

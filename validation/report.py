@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, text
 from mes_rollout import evidence
 from mes_rollout.config import Settings
 from mes_rollout.constants import DocumentOutcome, MigrationRunState
-from mes_rollout.db import as_date, as_datetime, load_query
+from mes_rollout.db import as_date, as_datetime, enum_params, load_query
 from mes_rollout.dmp_codes import TYPE_CODES_FILE
 from mes_rollout.nir import mask
 from validation import legend
@@ -77,7 +77,8 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
         held: dict[str, dict[str, Any]] = {}
         dmps_with_held_back, previous = 0, None
         for dmp_id, nir, reason, count in connection.execute(
-            text(load_query("migration_report_held_back_dmps.sql")), {"run_id": run_id}
+            text(load_query("migration_report_held_back_dmps.sql")),
+            {"run_id": run_id, **enum_params(DocumentOutcome, "outcome")},
         ):
             if dmp_id != previous:
                 dmps_with_held_back, previous = dmps_with_held_back + 1, dmp_id

@@ -5,9 +5,9 @@ SELECT
     m.nir,
     m.run_id,
     COUNT(x.entry_uuid),
-    COALESCE(SUM(CASE WHEN x.outcome = 'migrated' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN x.outcome = 'held_back' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN x.outcome = 'skipped' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN x.outcome = :outcome_migrated THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN x.outcome = :outcome_held_back THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN x.outcome = :outcome_skipped THEN 1 ELSE 0 END), 0),
     :now
 FROM migration_run_dmps m
 LEFT JOIN migration_decisions x ON x.run_id = m.run_id AND x.dmp_id = m.dmp_id

@@ -11,5 +11,5 @@ SELECT
 FROM migration_decisions x
 JOIN dmp_documents d ON d.entry_uuid = x.entry_uuid
 JOIN migration_run_dmps m ON m.run_id = x.run_id AND m.dmp_id = x.dmp_id
-WHERE x.run_id = :run_id AND x.batch_no = :batch_no AND x.outcome = 'migrated'
+WHERE x.run_id = :run_id AND x.batch_no = :batch_no AND x.outcome = :outcome_migrated
 ON CONFLICT (entry_uuid) DO NOTHING

@@ -20,9 +20,9 @@ FROM (
     JOIN scope s ON s.dmp_id = d.dmp_id
     UNION ALL
     SELECT o.dmp_id, 0,
-           CASE WHEN o.outcome = 'migrated' THEN 1 ELSE 0 END,
-           CASE WHEN o.outcome = 'held_back' THEN 1 ELSE 0 END,
-           CASE WHEN o.outcome = 'skipped' THEN 1 ELSE 0 END
+           CASE WHEN o.outcome = :outcome_migrated THEN 1 ELSE 0 END,
+           CASE WHEN o.outcome = :outcome_held_back THEN 1 ELSE 0 END,
+           CASE WHEN o.outcome = :outcome_skipped THEN 1 ELSE 0 END
     FROM dmp_document_outcomes o
     JOIN scope s ON s.dmp_id = o.dmp_id
     WHERE o.migration_run_id = :run_id

@@ -20,9 +20,9 @@ FROM (
     JOIN scope s ON s.dmp_id = d.dmp_id
     UNION ALL
     SELECT x.dmp_id, 0,
-           CASE WHEN x.outcome = 'migrated' THEN 1 ELSE 0 END,
-           CASE WHEN x.outcome = 'held_back' THEN 1 ELSE 0 END,
-           CASE WHEN x.outcome = 'skipped' THEN 1 ELSE 0 END
+           CASE WHEN x.outcome = :outcome_migrated THEN 1 ELSE 0 END,
+           CASE WHEN x.outcome = :outcome_held_back THEN 1 ELSE 0 END,
+           CASE WHEN x.outcome = :outcome_skipped THEN 1 ELSE 0 END
     FROM migration_decisions x
     JOIN scope s ON s.dmp_id = x.dmp_id
     WHERE x.run_id = :run_id AND x.batch_no BETWEEN :first_batch AND :last_batch

@@ -5,6 +5,7 @@ driver is not installed (CI installs them)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,7 +27,10 @@ WAIT_SECONDS = 60
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"no Chromium and chromedriver at {CHROMIUM} / {CHROMEDRIVER} (CI installs them)")
+        problem = f"no Chromium and chromedriver at {CHROMIUM} / {CHROMEDRIVER} (CI installs them)"
+        if os.environ.get("MES_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"MES_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
