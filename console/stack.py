@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from console.airflow_home import AIRFLOW_CONFIG, DAGS_FOLDER
+from console.airflow_home import AIRFLOW_CONFIG, DAGS_FOLDER, PLUGINS_FOLDER
 from mes_rollout.config import Settings
 
 CELERY, LOCAL = "CeleryExecutor", "LocalExecutor"
@@ -228,42 +228,6 @@ def worker_hostname() -> str:
     return os.environ.get(WORKER_NAME_VARIABLE) or socket.getfqdn()
 
 
-# The pinned celery (5.7) no longer has `celery.backends.database.retry`, which the pinned Celery
-# provider (3.26.0) imports: every process of the stack starts with this `sitecustomize`, which
-# puts back the decorator celery 5.6 had when it is missing (a no-op once the pins agree again).
-_CELERY_COMPAT = """\"\"\"Written by `mes-rollout airflow up` (console/stack.py): celery 5.7 compatibility.\"\"\"
-import functools
-
-import celery.backends.database as _database
-
-if not hasattr(_database, "retry"):
-    from sqlalchemy.exc import DatabaseError, InvalidRequestError
-    from sqlalchemy.orm.exc import StaleDataError
-
-    def retry(fun):
-        @functools.wraps(fun)
-        def _inner(*args, **kwargs):
-            max_retries = kwargs.pop("max_retries", 3)
-            for attempt in range(max_retries):
-                try:
-                    return fun(*args, **kwargs)
-                except (DatabaseError, InvalidRequestError, StaleDataError):
-                    if attempt + 1 >= max_retries:
-                        raise
-
-        return _inner
-
-    _database.retry = retry
-"""
-
-
-def _celery_compat_path(home: Path) -> Path:
-    folder = home / "stack" / "python"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (folder / "sitecustomize.py").write_text(_CELERY_COMPAT, encoding="utf-8")
-    return folder
-
-
 # --- the processes --------------------------------------------------------------------------
 
 
@@ -272,15 +236,14 @@ def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) ->
     Airflow's settings as AIRFLOW__ variables over the project's airflow.cfg."""
     keys = stack_secrets(plan.home)
     environment = dict(os.environ if base is None else base)
-    compat = _celery_compat_path(plan.home)
     environment.update(
         {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(compat), environment.get("PYTHONPATH", "")])),
             "AIRFLOW_HOME": str(plan.home),
             "AIRFLOW_CONFIG": str(AIRFLOW_CONFIG),
             "MES_DATABASE_URL": plan.pipeline_url,
             "MES_VAR_DIR": str(plan.var_dir),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": plan.executor,
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
