@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from enrolment.register import DEPARTEMENTS
+from enrolment.register_fields import DEPARTEMENTS
 from mes_rollout.constants import WaveState
 from mes_rollout.db import as_date
 
