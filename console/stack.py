@@ -57,11 +57,31 @@ class StackUser:
 
     username: str
     role: str  # viewer, user, op or admin
+    approves_waves: bool = False  # answers a wave's approval (never of a wave they triggered)
 
 
 def stack_users() -> list[StackUser]:
-    """Everyone who may log in. The one place to add a user (each gets a generated password)."""
-    return [StackUser("admin", "admin")]
+    """Everyone who may log in. The one place to add a user (each gets a generated password).
+
+    The simple auth manager's roles: viewer reads everything; user also triggers, clears and marks
+    runs and answers approvals; op also sets pools, connections and variables; admin everything.
+    Who answers a wave's approval is narrowed further by MES_WAVE_APPROVERS (`wave_approvers`)."""
+    return [
+        StackUser("admin", "admin"),
+        # Operators: trigger waves and intakes, answer approvals (two, so that four eyes are possible).
+        StackUser("operator1", "user", approves_waves=True),
+        StackUser("operator2", "user", approves_waves=True),
+        # Runs, clears and marks tasks, sets pools and connections; not an approver of waves.
+        StackUser("engineer", "op"),
+        # Reads runs, reports and the audit trail; triggers and approves nothing.
+        StackUser("compliance", "viewer"),
+    ]
+
+
+def wave_approvers(settings_approvers: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Who may answer a wave's approval on the stack: MES_WAVE_APPROVERS when set, else the stack's
+    operators. The approval task removes the login that triggered the wave (four eyes)."""
+    return settings_approvers or tuple(user.username for user in stack_users() if user.approves_waves)
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,7 @@ class StackPlan:
     workers: int = 0
     worker_concurrency: int = 2
     broker_url: str = ""
+    wave_approvers: tuple[str, ...] = ()  # MES_WAVE_APPROVERS of the stack's processes
     smtp_url: str = ""  # MES_SMTP_URL when not embedded: becomes the `mes_smtp` connection
     smtp_slots: int = 2
     task_slots: int = 16
@@ -143,6 +164,7 @@ def plan_stack(
         "log_server_port": _free_port(),
         "trigger_log_server_port": _free_port(),
         "unpause": unpause,
+        "wave_approvers": wave_approvers(settings.wave_approvers),
     }
     if on_postgres:
         if workers < 1:
@@ -242,6 +264,7 @@ def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) ->
             "AIRFLOW_CONFIG": str(AIRFLOW_CONFIG),
             "MES_DATABASE_URL": plan.pipeline_url,
             "MES_VAR_DIR": str(plan.var_dir),
+            "MES_WAVE_APPROVERS": ",".join(plan.wave_approvers),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -726,6 +749,8 @@ def start_stack(plan: StackPlan) -> dict[str, Any]:
             {"username": user.username, "role": user.role, "password": passwords[user.username]}
             for user in stack_users()
         ],
+        # The approval of a wave: one of these, never the login that triggered it.
+        "wave_approvers": list(plan.wave_approvers),
         "passwords_file": str(passwords_file(home)),
         "process_logs": str(_process_log_dir(home)),
         "task_logs": str(home / "logs"),

@@ -4,7 +4,8 @@ Triggered by an operator (Trigger DAG form: wave id, départements, send date, c
 dry run) or by `rollout_calendar`. Steps: register_wave -> select_cohort (set-based routing of
 every eligible person) -> plan_shard (mapped: one task per shard of MES_SHARD_SIZE people: codes,
 enrolments, notifications) -> summarise -> approval (Airflow human-in-the-loop: the operator
-reads the counts and answers Approve or Reject in "Required actions", within 7 days) ->
+reads the counts and answers Approve or Reject in "Required actions", within 7 days, past which
+the wave is rejected; only MES_WAVE_APPROVERS may answer, never the login that triggered the run) ->
 approve_wave (the wave becomes 'approved' and the Asset mes-rollout://waves/approved tells the
 sending DAG) or reject_wave (messages cancelled, people released for a later wave). A dry run
 stops after count_dry_run: nothing is written for the people. Re-running a run changes nothing: a
@@ -20,14 +21,48 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.sdk.execution_time.hitl import HITLUser
 
 from mes_rollout.constants import WAVE_APPROVED_ASSET
 from mes_rollout.dag_defaults import DEFAULT_TASK_ARGS
 
 APPROVE, REJECT = "Approve", "Reject"
-# The approval waits for a person, not for the machine: a week to answer (past it the task fails
-# visibly; clearing it asks again). The other tasks keep the shared time limit.
+# The approval waits for a person, not for the machine: a week to answer; past it the answer is
+# Reject (the wave's people are released, nothing is sent). The other tasks keep the shared limit.
 APPROVAL_TIMEOUT = dt.timedelta(days=7)
+
+
+def approval_respondents(approvers: tuple[str, ...], triggered_by: str | None) -> list[HITLUser] | None:
+    """The logins that may answer a wave's approval (HITL `assigned_users`): the approvers but the
+    one who triggered the run (four eyes); None when no approvers are set (any login with the right
+    to answer, and the in-process CLI). An error when nobody but the triggering login is left."""
+    if not approvers:
+        return None
+    others = [name for name in approvers if name != triggered_by]
+    if not others:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"no approver of this wave other than {triggered_by!r}, who triggered it:"
+            f" MES_WAVE_APPROVERS={','.join(approvers)} needs a second login"
+        )
+    return [HITLUser(id=name, name=name) for name in others]
+
+
+class WaveApproval(HITLOperator):
+    """The approval request of a wave, assigned when it is asked to the approvers but the run's
+    triggering login: the REST API (and the UI) refuses anybody else's answer (403)."""
+
+    @property
+    def task_type(self) -> str:
+        return "HITLOperator"  # a human-in-the-loop task to the UI and the tests, as it is
+
+    def execute(self, context: Any) -> Any:
+        from mes_rollout.config import load_settings
+
+        triggered_by = context["dag_run"].triggering_user_name
+        self.assigned_users = approval_respondents(load_settings().wave_approvers, triggered_by)
+        return super().execute(context)
 
 
 def _run() -> tuple[dt.date, str, dict[str, Any]]:
@@ -113,11 +148,12 @@ with DAG(
     def needs_approval(summary: Any) -> str:
         return "approval" if summary["needs_approval"] else "already_decided"
 
-    approval = HITLOperator(
+    approval = WaveApproval(
         task_id="approval",
         subject="Approve wave {{ params.wave_id }}?",
         body="{{ ti.xcom_pull(task_ids='summarise')['body'] }}",
         options=[APPROVE, REJECT],
+        defaults=REJECT,  # the answer when nobody answered within APPROVAL_TIMEOUT
         params={
             "comment": Param("", type="string", maxLength=500, title="Comment", description="Why (kept in the audit trail)")
         },
@@ -145,6 +181,11 @@ with DAG(
         from enrolment.tasks import reject_wave as run
 
         _, run_id, params = _run()
+        if not answer.get("responded_by_user"):  # the default answer, given when nobody answered
+            answer = {
+                **answer,
+                "responded_by_user": {"id": "timeout", "name": f"no answer within {APPROVAL_TIMEOUT}"},
+            }
         return run(params, answer, run_id)
 
     registered = register_wave()

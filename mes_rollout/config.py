@@ -107,6 +107,10 @@ class Settings:
     # The sender's block at the top left of every letter, where La Poste returns a letter it could
     # not deliver (NPAI): AFNOR lines, as MES_RETURN_ADDRESS gives them (see _return_address).
     return_address: tuple[str, ...] = ("ASSURANCE MALADIE", "MON ESPACE SANTE", "TSA 12345", "75000 PARIS CEDEX")
+    # Who may answer a wave's approval (Airflow logins, MES_WAVE_APPROVERS=a,b), never the login
+    # that triggered the wave: empty = any login allowed to answer (in-process runs, the CLI).
+    # `mes-rollout airflow up` sets it to the stack's operator logins unless it is set.
+    wave_approvers: tuple[str, ...] = ()
 
     @property
     def dir_mode(self) -> int:
@@ -201,6 +205,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             analyze_after_writes=_flag(env.get("MES_ANALYZE_AFTER_WRITES", "1"), "MES_ANALYZE_AFTER_WRITES"),
             return_address=_return_address(
                 env.get("MES_RETURN_ADDRESS", "Assurance Maladie|Mon espace santé|TSA 12345|75000 PARIS CEDEX")
+            ),
+            wave_approvers=tuple(
+                name.strip() for name in env.get("MES_WAVE_APPROVERS", "").split(",") if name.strip()
             ),
         )
     except ValueError as error:

@@ -103,8 +103,16 @@ def celery_stack() -> Iterator[object]:
             worker_concurrency=1,
             unpause=("enrolment_wave", "notification_sending", "space_creation", "dmp_migration"),
         )
-        with running(plan) as stack:
-            yield stack
+        # Each shard talks to the relay for a few seconds (one message a second), so that two
+        # shards are under way at once and both workers take some: quick shards could all be
+        # picked up by whichever worker asked first.
+        os.environ["MES_SMTP_RATE"] = "1"
+        try:
+            with running(plan) as stack:
+                os.environ.pop("MES_SMTP_RATE", None)  # the stack's processes keep it; the test does not
+                yield stack
+        finally:
+            os.environ.pop("MES_SMTP_RATE", None)
     finally:
         for name, value in saved.items():
             if value is None:

@@ -139,8 +139,12 @@ def test_a_wave_sending_creation_and_migration_under_celery_equal_the_in_process
         return states.get("approval") == "awaiting_input"
 
     _wait("the wave's approval request", approval_waits)
-    answered = api.answer_hitl("enrolment_wave", wave_run, "approval", "Approve", {"comment": "e2e"})
-    assert answered["chosen_options"] == ["Approve"] and answered["responded_by"]["name"] == "admin"
+    # Four eyes: admin triggered the wave; an operator approves it.
+    from console.stack import AirflowApi, stack_passwords
+
+    operator = AirflowApi(celery_stack.plan.url, "operator1", stack_passwords(celery_stack.plan.home)["operator1"])
+    answered = operator.answer_hitl("enrolment_wave", wave_run, "approval", "Approve", {"comment": "e2e"})
+    assert answered["chosen_options"] == ["Approve"] and answered["responded_by"]["name"] == "operator1"
     assert wait_for_dag_run(api, "enrolment_wave", wave_run, RUN_TIMEOUT) == "success"
 
     api.unpause("notification_sending")
