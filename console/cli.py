@@ -37,6 +37,7 @@ from console.dagrun import DagRunFailed
 from mes_rollout import logsafe
 from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.csvfile import InputFileError
+from mes_rollout.files import private_umask
 
 log = logging.getLogger("console.cli")
 
@@ -222,12 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = resolve_defaults(parser.parse_args(argv))
     try:
-        logfile.install(load_settings())
+        settings = load_settings()
+        logfile.install(settings)
     except ConfigError as error:
         print(f"mes-rollout: {error}", file=sys.stderr)
         return 2
+    # Files at rest are owner-only (MES_FILE_MODE), libraries' working files and the processes
+    # this command starts (the Airflow stack) included.
+    previous_umask = private_umask(settings.dir_mode)
+    try:
+        return _run(args, command_name(args))
+    finally:
+        os.umask(previous_umask)
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
     progress.enable(sys.stdout.isatty() and not args.json)
-    command = command_name(args)
     log.info("mes-rollout %s", command)
     try:
         with _stdout_kept_for_json(args.json):

@@ -40,3 +40,10 @@ def write_private(path: Path, content: bytes, file_mode: int) -> None:
     """A new file holding `content`, with exactly `file_mode`."""
     with os.fdopen(create_private(path, file_mode), "wb") as stream:
         stream.write(content)
+
+
+def private_umask(dir_mode: int) -> int:
+    """Set the process's umask so that whatever it creates without an explicit mode (a library's
+    working files, a folder made on the way) is no more open than the folders' mode allows
+    (0700 -> umask 077: files 0600); returns the previous umask. Inherited by child processes."""
+    return os.umask(0o777 & ~dir_mode)

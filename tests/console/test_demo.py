@@ -147,6 +147,16 @@ def test_no_log_line_of_a_demo_carries_an_email_a_nir_or_a_name(
     for where, content in texts.items():
         leaked = sorted(secret for secret in secrets if secret in content)
         assert not leaked, f"{where} carries {len(leaked)} personal values, e.g. {leaked[:1]}"
+    # Files at rest are owner-only: the database, keys, documents, kept emails, print files,
+    # reports and Data Docs (the libraries' working files too), and every folder.
+    for kind in ("mes-rollout.db", "keys", "documents", "outbox", "print", "reports"):
+        assert (folder / kind).exists(), kind
+    opened = [
+        f"{path.relative_to(folder)} {path.stat().st_mode & 0o777:o}"
+        for path in [folder, *folder.rglob("*")]
+        if path.stat().st_mode & 0o077
+    ]
+    assert not opened, f"{len(opened)} files or folders readable by others, e.g. {opened[:3]}"
 
 
 def _demo_counts(engine: Engine) -> tuple[int, int]:
