@@ -110,7 +110,7 @@ class SmtpTarget:
     sender: str = DEFAULT_SENDER
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpTarget:
+    def from_url(cls, url: str, default_timeout: float = 30.0) -> SmtpTarget:
         """`smtp://host:port`, `smtp+starttls://user:pass@host:port` or `smtps://...`; query options
         `from=address`, `ca_file=path`, `verify=false`, `timeout=seconds`."""
         parts = urlsplit(url)
@@ -128,12 +128,12 @@ class SmtpTarget:
             implicit_tls=implicit_tls,
             validate_certs=options.get("verify", "true").lower() not in ("0", "false", "no"),
             ca_file=options.get("ca_file"),
-            timeout=float(options.get("timeout", 30)),
+            timeout=float(options.get("timeout", default_timeout)),
             sender=options.get("from", DEFAULT_SENDER),
         )
 
     @classmethod
-    def from_airflow_connection(cls, connection: Any) -> SmtpTarget:
+    def from_airflow_connection(cls, connection: Any, default_timeout: float = 30.0) -> SmtpTarget:
         """From an Airflow SMTP connection, read as the SMTP provider's hook reads it: login and
         password, extras `disable_tls` (STARTTLS unless true), `disable_ssl` (implicit TLS unless
         true), `from_email`, `timeout`, and `ssl_context` ('none' skips certificate checks)."""
@@ -148,7 +148,7 @@ class SmtpTarget:
             implicit_tls=implicit_tls,
             validate_certs=str(extra.get("ssl_context", "default")).lower() != "none",
             ca_file=extra.get("ca_file"),
-            timeout=float(extra.get("timeout", 30)),
+            timeout=float(extra.get("timeout", default_timeout)),
             sender=extra.get("from_email") or DEFAULT_SENDER,
         )
 

@@ -488,14 +488,15 @@ def _now() -> dt.datetime:
 @contextmanager
 def relay(settings: Settings, airflow_connection: Any | None = None) -> Iterator[SmtpTarget]:
     """The relay to send through: the Airflow SMTP connection where there is one, else
-    MES_SMTP_URL; 'embedded' starts a loopback relay keeping each message under the outbox."""
+    MES_SMTP_URL; 'embedded' starts a loopback relay keeping each message under the outbox. An
+    SMTP exchange waits at most MES_SMTP_TIMEOUT seconds unless the connection names its own."""
     if airflow_connection is not None:
-        yield SmtpTarget.from_airflow_connection(airflow_connection)
+        yield SmtpTarget.from_airflow_connection(airflow_connection, settings.smtp_timeout_seconds)
     elif settings.is_embedded_smtp:
         with embedded_relay(settings) as target:
             yield target
     else:
-        yield SmtpTarget.from_url(settings.smtp_url)
+        yield SmtpTarget.from_url(settings.smtp_url, settings.smtp_timeout_seconds)
 
 
 def send_emails(

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mes_rollout.config import ConfigError
+from mes_rollout.config import ConfigError, load_settings
 from mes_rollout.constants import DeliveryErrorKind
 from notifications.email_client import (
     EmailClient,
@@ -43,6 +43,17 @@ def test_a_url_gives_host_port_tls_and_credentials() -> None:
     assert SmtpTarget.from_url("smtps://relay.example").port == 465
     with pytest.raises(ConfigError):
         SmtpTarget.from_url("http://relay.example")
+
+
+def test_an_smtp_exchange_waits_mes_smtp_timeout_unless_the_url_names_its_own(tmp_path: Path) -> None:
+    from notifications.sending import relay
+
+    settings = load_settings({"MES_VAR_DIR": str(tmp_path), "MES_SMTP_URL": "smtp://relay.example:25", "MES_SMTP_TIMEOUT": "12"})
+    with relay(settings) as target:
+        assert target.timeout == 12.0
+    own = load_settings({"MES_VAR_DIR": str(tmp_path), "MES_SMTP_URL": "smtp://relay.example:25?timeout=5", "MES_SMTP_TIMEOUT": "12"})
+    with relay(own) as target:
+        assert target.timeout == 5.0
 
 
 def test_an_airflow_connection_is_read_as_the_smtp_provider_reads_it() -> None:
