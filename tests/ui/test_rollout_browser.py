@@ -120,3 +120,29 @@ def test_compliance_reads_the_rollout_in_chromium(browser: Any, api_server: ApiS
     browser.switch_to.default_content()
     browser.save_screenshot(str(folder / "wave.png"))
     assert (folder / "rollout.png").stat().st_size > 10_000 and (folder / "wave.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_data_docs_page_shows_its_results_with_the_network_off(browser: Any, rollout: Rollout) -> None:
+    """Compliance opens the migration's Data Docs from the archive with no network at all: the index
+    and a validation page render their results table from files on disk alone."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+    )
+    indexes = sorted(rollout.var_dir.rglob("data_docs/committed/index.html"))
+    assert indexes, "the populated rollout has no Data Docs"
+    browser.get(indexes[0].as_uri())
+    links = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table a[href]"))
+    assert links, "the Data Docs index lists no validation"
+    assert browser.find_elements(By.TAG_NAME, "table")
+    links[0].click()
+    tables = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table"))
+    text = " ".join(table.text for table in tables)
+    assert "Evaluated Expectations" in text and "Successful Expectations" in text, text[:500]
+    folder = ARTIFACTS / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(folder / "data-docs-offline.png"))
