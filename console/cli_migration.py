@@ -19,10 +19,9 @@ def _load_dmp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _migrate(args: argparse.Namespace) -> dict[str, Any]:
-    from sqlalchemy import text
-
     from console.dagrun import DagRunFailed, run_dag
     from mes_rollout.db import get_engine
+    from migration.run import last_run_of_day
 
     conf: dict[str, Any] = {"date": args.date.isoformat()}
     if args.holdback_threshold is not None:
@@ -34,14 +33,10 @@ def _migrate(args: argparse.Namespace) -> dict[str, Any]:
             result = run_dag("dmp_migration", args.date, conf)
     except DagRunFailed as error:
         with get_engine().connect() as connection:
-            row = connection.execute(
-                text(
-                    "SELECT run_id, state, stop_reason, report_path FROM migration_runs"
-                    " WHERE logical_date = :d ORDER BY started_at DESC LIMIT 1"
-                ),
-                {"d": args.date},
-            ).first()
-        detail = f"run {row[0]} {row[1]}: {row[2]} (report: {row[3]})" if row else str(error)
+            run = last_run_of_day(connection, args.date)
+        detail = (
+            f"run {run['run_id']} {run['state']}: {run['stop_reason']} (report: {run['report_path']})" if run else str(error)
+        )
         raise SystemExit(f"mes-rollout: DMP migration failed: {detail}") from None
     return {"dag_run_id": result.run_id, "state": result.state, **(result.xcom_returns.get("report") or {})}
 

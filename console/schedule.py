@@ -23,7 +23,7 @@ from enrolment.spaces import creation_due
 from enrolment.weekly import weekly_wave_due
 from mes_rollout.constants import WaveState
 from mes_rollout.db import as_date
-from migration.run import migration_due
+from migration.run import last_run_of_day, migration_due
 from notifications.dao import sending_due
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,15 @@ def _record(engine: Engine, dag_id: str, day: dt.date, outcome: str, run_id: str
 def _migration_failure(engine: Engine, day: dt.date) -> dict[str, Any]:
     """Why the DMP migration of a day stopped, and where its report is."""
     with engine.connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT run_id, state, stop_reason, report_path FROM migration_runs"
-                " WHERE logical_date = :day ORDER BY started_at DESC LIMIT 1"
-            ),
-            {"day": day},
-        ).first()
-    if row is None:
+        run = last_run_of_day(connection, day)
+    if run is None:
         return {}
-    return {"migration_run": row[0], "migration_state": row[1], "reason": row[2], "report": row[3]}
+    return {
+        "migration_run": run["run_id"],
+        "migration_state": run["state"],
+        "reason": run["stop_reason"],
+        "report": run["report_path"],
+    }
 
 
 class AdvanceFailed(CommandFailed):

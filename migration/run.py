@@ -168,3 +168,17 @@ def migration_due(connection: Connection, day: dt.date) -> bool:
         ).first()
         is not None
     )
+
+
+def last_run_of_day(connection: Connection, day: dt.date) -> dict[str, Any] | None:
+    """The latest migration run of a day: its id, state, why it stopped and where its report is."""
+    row = connection.execute(
+        text(
+            "SELECT run_id, state, stop_reason, report_path FROM migration_runs"
+            " WHERE logical_date = :day ORDER BY started_at DESC LIMIT 1"
+        ),
+        {"day": day},
+    ).first()
+    if row is None:
+        return None
+    return {"run_id": row[0], "state": row[1], "stop_reason": row[2], "report_path": row[3]}
