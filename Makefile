@@ -1,7 +1,7 @@
 # The two commands of a fresh machine: `make demo` and `make test`. Each builds .venv first.
 PYTHON ?= python3
-# Two workers: the suite runs in about 3 minutes on 2 cores.
-PYTEST_ARGS ?= -n 2
+# Two workers; tests marked xdist_group("celery_stack") share one worker and one Celery stack.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

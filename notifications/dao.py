@@ -24,6 +24,9 @@ _ID_CHUNK = 500
 _AUDIT_ENTITY = "notification"
 _STATUS_CHANGED = "status_changed"
 Status = NotificationStatus
+# notifications.status_detail of an email in `sending` that its sender gave back because the relay
+# could not be reached (cleared by the next claim).
+RELAY_UNREACHABLE = "given back: the relay could not be reached"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class PendingMessage:
     status: str
     recipient: Member
     members: tuple[Member, ...]
+    # Left `sending` by a sender that stopped because the relay could not be reached and gave it
+    # back (`release_lease` with RELAY_UNREACHABLE): not a crash's leftover, its attempts were not
+    # the message's fault.
+    given_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,14 @@ def audit_moves(
         " :run_id, :input_file_id FROM notifications WHERE notification_id IN :ids"
     ).bindparams(bindparam("ids", expanding=True))
     params = {
-        "now": now, "entity": _AUDIT_ENTITY, "action": action, "from_state": from_state, "to_state": to_state, "reason": reason,
-        "run_id": run_id, "input_file_id": input_file_id,
+        "now": now,
+        "entity": _AUDIT_ENTITY,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason,
+        "run_id": run_id,
+        "input_file_id": input_file_id,
     }
     for part in chunked(list(notification_ids)):
         connection.execute(query, {**params, "ids": list(part)})
@@ -164,6 +177,9 @@ def pending_emails(
     sql = _pending_sql(connection, with_shard=shard is not None)
     rows = connection.execute(text(sql), params).all()
     members = members_of(connection, [row.notification_id for row in rows])
+    given_back = (
+        _given_back(connection, [row.notification_id for row in rows]) if status == Status.SENDING else set()
+    )
     return [
         PendingMessage(
             notification_id=row.notification_id,
@@ -176,9 +192,23 @@ def pending_emails(
             status=row.status,
             recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             members=tuple(members.get(row.notification_id, ())),
+            given_back=row.notification_id in given_back,
         )
         for row in rows
     ]
+
+
+def _given_back(connection: Connection, notification_ids: Sequence[str]) -> set[str]:
+    """Those of the messages (read in `sending`) that a sender gave back because the relay was down."""
+    query = text(
+        "SELECT notification_id FROM notifications WHERE notification_id IN :ids AND status_detail = :given_back"
+    ).bindparams(bindparam("ids", expanding=True))
+    found: set[str] = set()
+    for part in chunked(list(notification_ids)):
+        found.update(
+            connection.execute(query, {"ids": list(part), "given_back": RELAY_UNREACHABLE}).scalars()
+        )
+    return found
 
 
 def members_of(connection: Connection, notification_ids: Sequence[str]) -> dict[str, list[Member]]:
@@ -205,8 +235,9 @@ def claim_for_sending(
     lease: Lease,
 ) -> list[PendingMessage]:
     """created/sending -> sending with one more attempt (notifications.attempts), held by `lease`,
-    before the relay sees the message. Returns the messages this call claimed (a row another
-    writer moved is left: the attempt count is the fence)."""
+    before the relay sees the message (a mark that it was given back is cleared: it is held
+    again). Returns the messages this call claimed (a row another writer moved is left: the
+    attempt count is the fence)."""
     groups: dict[tuple[str, int], list[str]] = {}
     for message in messages:
         groups.setdefault((message.status, message.attempts), []).append(message.notification_id)
@@ -214,8 +245,11 @@ def claim_for_sending(
         statuses.check(Status(from_status), Status.SENDING)
     query = text(
         "UPDATE notifications SET status = :sending, attempts = attempts + 1,"
-        " send_date = COALESCE(send_date, :send_date), claimed_at = :now, claimed_by = :claim_id,"
-        " lease_until = :lease_until, updated_at = :now"
+        # A message given back because the relay was down reached nobody: it is sent, and its
+        # window runs, from the day it is claimed again (a later day gives the person a later deadline).
+        " send_date = CASE WHEN status_detail = :given_back THEN :send_date ELSE COALESCE(send_date, :send_date) END,"
+        " claimed_at = :now, claimed_by = :claim_id,"
+        " lease_until = :lease_until, status_detail = NULL, updated_at = :now"
         f" WHERE notification_id IN :ids AND {by_key(connection, 'status')} = :from_status"  # noqa: S608
         " AND attempts = :attempts RETURNING notification_id"
     ).bindparams(bindparam("ids", expanding=True))
@@ -234,6 +268,7 @@ def claim_for_sending(
                         "sending": Status.SENDING.value,
                         "claim_id": lease.claim_id,
                         "lease_until": lease.until,
+                        "given_back": RELAY_UNREACHABLE,
                     },
                 ).scalars()
             )
@@ -256,6 +291,11 @@ _HELD = (
     "UPDATE notifications SET lease_until = :until"
     " WHERE channel = :email AND status = :sending AND claimed_by = :claim_id"
 )
+# Given back (the lease ends now), saying why: NULL when the sender stopped for any other reason.
+_GIVE_BACK = (
+    "UPDATE notifications SET lease_until = :until, status_detail = :detail"
+    " WHERE channel = :email AND status = :sending AND claimed_by = :claim_id"
+)
 
 
 def renew_lease(connection: Connection, lease: Lease) -> int:
@@ -263,14 +303,23 @@ def renew_lease(connection: Connection, lease: Lease) -> int:
     (those waiting for a connection or for their retry); returns how many."""
     return connection.execute(
         text(_HELD),
-        {"until": lease.until, "email": Channel.EMAIL.value, "sending": Status.SENDING.value, "claim_id": lease.claim_id},
+        {
+            "until": lease.until,
+            "email": Channel.EMAIL.value,
+            "sending": Status.SENDING.value,
+            "claim_id": lease.claim_id,
+        },
     ).rowcount
 
 
-def release_lease(connection: Connection, claim_id: str, now: dt.datetime) -> int:
+def release_lease(
+    connection: Connection, claim_id: str, now: dt.datetime, *, detail: str | None = None
+) -> int:
     """A sender that stops gives up what it still holds: the next sender takes it over at once
-    instead of waiting for the lease to pass. Returns how many messages it gave up."""
-    return renew_lease(connection, Lease(claim_id, now))
+    instead of waiting for the lease to pass. `detail` (RELAY_UNREACHABLE) marks why, in
+    status_detail. Returns how many messages it gave up."""
+    held = {"email": Channel.EMAIL.value, "sending": Status.SENDING.value, "claim_id": claim_id}
+    return connection.execute(text(_GIVE_BACK), {**held, "until": now, "detail": detail}).rowcount
 
 
 @dataclass(frozen=True)
@@ -284,7 +333,9 @@ class Attempt:
     smtp_code: int | None
 
 
-def record_attempts(connection: Connection, attempts: Sequence[Attempt], *, run_id: str, now: dt.datetime) -> None:
+def record_attempts(
+    connection: Connection, attempts: Sequence[Attempt], *, run_id: str, now: dt.datetime
+) -> None:
     if attempts:
         # Straight to the driver (named parameters, SQLite's and psycopg's spelling): one row per
         # email on the hot path, where SQLAlchemy's per-row parameter processing showed.
@@ -344,20 +395,31 @@ def transition(
                 " RETURNING notification_id"
             ).bindparams(bindparam("ids", expanding=True))
             for part in chunked(ids):
-                rows = connection.execute(
-                    query,
-                    {
-                        "ids": list(part),
-                        "attempt": attempt,
-                        "reason": reason,
-                        "now": now,
-                        "from_status": source.value,
-                        "to_status": to_status.value,
-                    },
-                ).scalars().all()
+                rows = (
+                    connection.execute(
+                        query,
+                        {
+                            "ids": list(part),
+                            "attempt": attempt,
+                            "reason": reason,
+                            "now": now,
+                            "from_status": source.value,
+                            "to_status": to_status.value,
+                        },
+                    )
+                    .scalars()
+                    .all()
+                )
                 audit_moves(
-                    connection, rows, _STATUS_CHANGED, from_state=source.value, to_state=to_status.value,
-                    reason=reason, now=now, run_id=run_id, input_file_id=input_file_id,
+                    connection,
+                    rows,
+                    _STATUS_CHANGED,
+                    from_state=source.value,
+                    to_state=to_status.value,
+                    reason=reason,
+                    now=now,
+                    run_id=run_id,
+                    input_file_id=input_file_id,
                 )
                 moved += rows
     return moved

@@ -14,12 +14,20 @@ The delivery guarantee (at least once, duplicates bounded, senders never overlap
    sender of the same shard, or the periodic settle task, hands it over again: nobody is
    skipped, and a message the relay had already accepted arrives twice. A message recorded
    `sent` is never handed over again, nor one whose sender's lease is still running.
+   A sender that stops on an error (not killed) first records the answers it has, then gives
+   back what it still holds at once. When it stopped because the relay could not be reached,
+   what it gives back is marked so (`dao.RELAY_UNREACHABLE`): the next sender tries those again
+   with a fresh count of attempts, never gives them up as a crash's leftovers, so an outage
+   longer than the retries turns no email into a letter.
 4. One sending process never holds more than `in_flight_limit(connections)` =
    connections x IN_FLIGHT_PER_CONNECTION messages in `sending` (claimed, not yet recorded): it
    claims the next chunk only when the chunk fits under that limit. So one crash duplicates at
    most that many messages (1 600 with the default 8 connections); k crashes, at most k times that.
    Every copy carries the same Message-ID and says the same (same codes, same deadline: the send
-   date is fixed at the first claim), so a mail client shows one message.
+   date is fixed at the first claim), so a mail client shows one message. One exception: a message
+   given back because the relay could not be reached is dated again by the claim that sends it,
+   so that its window runs from the day it really left; should a copy have gone out before the
+   outage, the one that counts only ever gives a later deadline.
 
 Besides crashes, SMTP itself can duplicate: a connection lost after the end of DATA but before
 the relay's answer is retried (the relay may have taken the message): one copy per such loss.
@@ -117,7 +125,10 @@ class SendSummary:
 # sending_attempts row records). TEMPORARY_FAILURE is the one exception: the relay said "later",
 # the message stays `sending` for its next attempt.
 _RETRY = Status.TEMPORARY_FAILURE
-_FINAL_FAILURES = {Status.PERMANENT_FAILURE: True, Status.TECHNICAL_FAILURE: False}  # status: address bounced?
+_FINAL_FAILURES = {
+    Status.PERMANENT_FAILURE: True,
+    Status.TECHNICAL_FAILURE: False,
+}  # status: address bounced?
 _FAILURE_REASONS = {
     Status.PERMANENT_FAILURE: "email address refused by the relay",
     Status.TECHNICAL_FAILURE: "email could not be handed to the relay",
@@ -129,6 +140,7 @@ class _Job:
     message: dao.PendingMessage  # as claimed: `attempts` is the count before this attempt
     send_date: dt.date
     claimed_at: dt.datetime
+    last_attempt: int  # a temporary failure of this attempt is final (the relay unreachable: the run stops)
 
     @property
     def attempt(self) -> int:
@@ -248,7 +260,9 @@ class EmailSender:
             if (
                 due
                 or self._renewal_due()
-                or (answers and (self._finals() >= self._state.outstanding or waited >= _RECORD_AT_MOST_AFTER))
+                or (
+                    answers and (self._finals() >= self._state.outstanding or waited >= _RECORD_AT_MOST_AFTER)
+                )
             ):
                 await self._step(due, None)
                 waited = 0.0
@@ -292,13 +306,18 @@ class EmailSender:
         messages no live sender holds. Returns the page read (None: the run failed)."""
         answers, self._state.results, self._state.finals = self._state.results, [], 0
         try:
-            recorded, fetched, claimed, claimed_at = await asyncio.to_thread(self._step_in_db, answers, due, page)
+            recorded, fetched, claimed, claimed_at = await asyncio.to_thread(
+                self._step_in_db, answers, due, page
+            )
         except Exception as error:  # noqa: BLE001 - the run stops; its `sending` rows are re-sent later
+            # Nothing of that transaction stayed: the answers wait for the last try to record them.
+            self._state.results = answers + self._state.results
+            self._state.finals += sum(1 for answer in answers if answer.outcome is not _RETRY)
             self._fail(error)
             return None
         for name, value in recorded.as_dict().items():
             setattr(self.summary, name, getattr(self.summary, name) + value)
-        retried = {job.message.notification_id for job in due}
+        retried = {job.message.notification_id: job.last_attempt for job in due}
         new = [m for m in claimed if m.notification_id not in retried]
         # A retry was counted when first claimed; one that someone else moved meanwhile leaves the count.
         lost = len(due) - (len(claimed) - len(new))
@@ -306,8 +325,23 @@ class EmailSender:
         self._state.outstanding += len(new) - lost - finals
         self.summary.resent_after_crash += sum(1 for m in new if m.status == Status.SENDING)
         for message in claimed:
-            self._queue.put_nowait(_Job(message, message.send_date or self._logical_date, claimed_at))
+            last = retried.get(message.notification_id) or self._last_attempt(message)
+            self._queue.put_nowait(_Job(message, self._send_date(message), claimed_at, last))
         return fetched
+
+    def _send_date(self, message: dao.PendingMessage) -> dt.date:
+        """The day the message says it was sent and its window runs from: fixed at its first claim
+        (every copy says the same), except for one given back because the relay was down, which
+        reached nobody: that one is dated by the claim that sends it (as `dao.claim_for_sending`)."""
+        if message.given_back or message.send_date is None:
+            return self._logical_date
+        return message.send_date
+
+    def _last_attempt(self, message: dao.PendingMessage) -> int:
+        """The attempt after which a temporary failure is final: the policy's last, counted from
+        the first; for a message a sender gave back because the relay was down, counted afresh
+        (an outage is not the message's fault)."""
+        return message.attempts + self._retry.max_attempts if message.given_back else self._retry.max_attempts
 
     def _step_in_db(
         self, answers: list[_Result], due: list[_Job], page: _Page | None
@@ -333,16 +367,29 @@ class EmailSender:
                 else []
             )
             # Left `sending` by a dead sender with its attempts used up: no new try, a final failure.
-            exhausted = [m for m in fetched if m.status == Status.SENDING and m.attempts >= self._retry.max_attempts]
-            given_up = [
-                _Result(_Job(m, m.send_date or self._logical_date, now), Status.TECHNICAL_FAILURE, None, claimed=False)
-                for m in exhausted
+            # Not one given back because the relay was down: that one is tried again.
+            exhausted = [
+                m
+                for m in fetched
+                if m.status == Status.SENDING and m.attempts >= self._retry.max_attempts and not m.given_back
             ]
+            given_up = [
+                _Result(
+                    _Job(m, m.send_date or self._logical_date, now, m.attempts), Status.TECHNICAL_FAILURE, None,
+                    claimed=False,
+                )
+                for m in exhausted
+            ]  # fmt: skip
             recorded = self._record(connection, answers + given_up, now)
             to_claim = [job.message for job in due] + [m for m in fetched if m not in exhausted]
             claimed = (
                 dao.claim_for_sending(
-                    connection, to_claim, send_date=self._logical_date, now=now, run_id=self._run_id, lease=lease
+                    connection,
+                    to_claim,
+                    send_date=self._logical_date,
+                    now=now,
+                    run_id=self._run_id,
+                    lease=lease,
                 )
                 if to_claim
                 else []
@@ -350,16 +397,32 @@ class EmailSender:
         return recorded, fetched, claimed, now
 
     def _release(self) -> None:
-        """Give up what this sender still holds (a run that stopped on an error): the next sender
-        takes it over at once. A sender killed outright leaves its lease to run out instead."""
+        """Record the answers not recorded yet and give up what this sender still holds (a run that
+        stopped on an error), in one transaction: the next sender takes it over at once, and
+        never sends again what the relay already took. Stopped because the relay could not be
+        reached, the messages are given back marked so (dao.RELAY_UNREACHABLE): the next sender
+        tries them again with a fresh count of attempts. A sender killed outright leaves its
+        lease to run out instead."""
+        answers, self._state.results, self._state.finals = self._state.results, [], 0
+        detail = dao.RELAY_UNREACHABLE if isinstance(self._state.fatal, RelayUnreachableError) else None
         try:
             with self._engine.begin() as connection:
-                released = dao.release_lease(connection, self.claim_id, _now())
+                now = _now()
+                recorded = self._record(connection, answers, now)
+                released = dao.release_lease(connection, self.claim_id, now, detail=detail)
         except Exception:  # noqa: BLE001 - the lease runs out by itself; the run's own error matters more
-            log.warning("could not give up the claim of a stopped sender; its lease will run out", exc_info=True)
+            log.warning(
+                "could not give up the claim of a stopped sender; its lease will run out", exc_info=True
+            )
             return
+        for name, value in recorded.as_dict().items():
+            setattr(self.summary, name, getattr(self.summary, name) + value)
         if released:
-            log.info("gave up %d messages still held in sending", released)
+            log.info(
+                "gave up %d messages still held in sending%s",
+                released,
+                " (relay unreachable)" if detail else "",
+            )
 
     # -- handing over ----------------------------------------------------------------------------
 
@@ -394,17 +457,21 @@ class EmailSender:
         except PermanentEmailError as error:
             return _Result(job, Status.PERMANENT_FAILURE, error.smtp_code)
         except TemporaryEmailError as error:
-            if job.attempt >= self._retry.max_attempts:
+            if job.attempt >= job.last_attempt:
                 if isinstance(error, RelayUnreachableError):
-                    # The relay, not the message: stop, and leave it `sending` for the next run
-                    # rather than turn every email of an outage into a letter.
+                    # The relay, not the message: stop, and give it back `sending` for the next
+                    # run rather than turn every email of an outage into a letter. This attempt
+                    # is recorded (a temporary failure) when the sender stops.
                     self._fail(error)
-                    return None
+                    return _Result(job, _RETRY, error.smtp_code)
                 return _Result(job, Status.TECHNICAL_FAILURE, error.smtp_code)
             retry = _Job(
-                dataclasses.replace(message, attempts=job.attempt, status=Status.SENDING.value), job.send_date, job.claimed_at
-            )
-            due = asyncio.get_running_loop().time() + self._retry.delay(job.attempt)
+                dataclasses.replace(message, attempts=job.attempt, status=Status.SENDING.value), job.send_date,
+                job.claimed_at, job.last_attempt,
+            )  # fmt: skip
+            # The backoff counts the tries of this message's budget (afresh after an outage).
+            tries = job.attempt - (job.last_attempt - self._retry.max_attempts)
+            due = asyncio.get_running_loop().time() + self._retry.delay(tries)
             heapq.heappush(self._state.retries, (due, next(self._sequence), retry))
             return _Result(job, _RETRY, error.smtp_code)
         except RelayConfigurationError as error:
@@ -432,7 +499,13 @@ class EmailSender:
         dao.record_attempts(
             connection,
             [
-                dao.Attempt(r.job.message.notification_id, r.job.attempt, r.job.claimed_at, r.outcome.value, r.smtp_code)
+                dao.Attempt(
+                    r.job.message.notification_id,
+                    r.job.attempt,
+                    r.job.claimed_at,
+                    r.outcome.value,
+                    r.smtp_code,
+                )
                 for r in batch
                 if r.claimed
             ],
@@ -447,8 +520,12 @@ class EmailSender:
         for status, bounced in _FINAL_FAILURES.items():
             moved = self._move(connection, batch, status, now)
             outcome = fallback.email_failed(
-                connection, [job.message.notification_id for job in moved], bounced=bounced,
-                reason=_FAILURE_REASONS[status], run_id=self._run_id, now=now,
+                connection,
+                [job.message.notification_id for job in moved],
+                bounced=bounced,
+                reason=_FAILURE_REASONS[status],
+                run_id=self._run_id,
+                now=now,
             )
             summary.letters_queued += outcome.letters_queued
             summary.unreachable_messages += outcome.unreachable_messages
@@ -518,11 +595,15 @@ def send_emails(
             shards = dao.email_shards(connection, logical_date)
         total = SendSummary()
         for each in shards:
-            part = send_emails(engine, settings, target, logical_date=logical_date, run_id=run_id, shard=each, retry=retry)
+            part = send_emails(
+                engine, settings, target, logical_date=logical_date, run_id=run_id, shard=each, retry=retry
+            )
             for name, value in part.as_dict().items():
                 setattr(total, name, getattr(total, name) + value)
         return total
-    summary = _run_sender(engine, settings, target, logical_date, run_id, Scope(shard, include_created=True), retry)
+    summary = _run_sender(
+        engine, settings, target, logical_date, run_id, Scope(shard, include_created=True), retry
+    )
     log.info("shard %s: %s", shard, summary.as_dict())
     return summary
 
@@ -537,9 +618,12 @@ def settle_stuck(
     retry: RetryPolicy = RetryPolicy(),
 ) -> SendSummary:
     """The periodic settle: emails left `sending` by a sender whose lease has passed (it died)
-    are handed over again, or end `technical_failure` once their attempts are used up. What a
+    are handed over again, or end `technical_failure` once their attempts are used up; those a
+    sender gave back because the relay was down are handed over again, never given up. What a
     live sender holds is left to it."""
-    return _run_sender(engine, settings, target, logical_date, run_id, Scope(None, include_created=False), retry)
+    return _run_sender(
+        engine, settings, target, logical_date, run_id, Scope(None, include_created=False), retry
+    )
 
 
 def _run_sender(
@@ -551,5 +635,7 @@ def _run_sender(
     scope: Scope,
     retry: RetryPolicy,
 ) -> SendSummary:
-    sender = EmailSender(engine, settings, target, logical_date=logical_date, run_id=run_id, scope=scope, retry=retry)
+    sender = EmailSender(
+        engine, settings, target, logical_date=logical_date, run_id=run_id, scope=scope, retry=retry
+    )
     return asyncio.run(sender.run())
