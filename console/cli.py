@@ -32,7 +32,7 @@ from console import (
     logfile,
     progress,
 )
-from console.commands import CommandFailed, Commands, add_date_option, resolve_defaults
+from console.commands import CommandFailed, Commands, resolve_defaults
 from console.dagrun import DagRunFailed
 from mes_rollout import logsafe
 from mes_rollout.config import ConfigError, load_settings
@@ -63,17 +63,6 @@ def _db_upgrade(_args: argparse.Namespace) -> dict[str, Any]:
     engine = make_engine(settings.database_url)
     applied = upgrade(engine)
     return {"database": engine.url.render_as_string(hide_password=True), "applied_versions": applied}
-
-
-def _load_register(args: argparse.Namespace) -> dict[str, Any]:
-    from console import progress
-    from enrolment.register import load_register
-    from mes_rollout.db import get_engine
-
-    engine = get_engine()
-    with progress.tracking(lambda _connection: progress.file_rows(args.file), "register: "):
-        summary = load_register(engine, args.file, as_of=args.date)
-    return summary.as_dict()
 
 
 def _status(_args: argparse.Namespace) -> dict[str, Any]:
@@ -133,9 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands(top, load_commands, common)
 
     commands.add(db_commands, "upgrade", _db_upgrade, "create or upgrade the schema (safe to repeat)")
-    register = commands.add(load_commands, "register", _load_register, "load a register extract (upsert by NIR)")
-    register.add_argument("file", type=Path)
-    add_date_option(register, "logical date of the load")
     commands.add(top, "status", _status, "counts of persons, enrolments, notifications, spaces, documents")
     synth = commands.add(top, "synth", _synth, "write a synthetic register and DMP extract")
     synth.add_argument("--persons", type=int, required=True)

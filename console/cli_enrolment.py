@@ -1,5 +1,6 @@
-"""The enrolment subcommands: `wave run|approve|reject|show`, `advance`, `load decisions`,
-`bench-wave-planning`. Each runs the DAGs in-process (`dag.test()`): one path through the code."""
+"""The enrolment subcommands: `load register`, `wave run|approve|reject|show`, `advance`, `load decisions`,
+`bench-wave-planning`. Each runs the DAGs in-process (`dag.test()`), but `load register`, which
+calls the intake itself to show its progress: one path through the code."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from console.commands import Commands, add_date_option, iso_date
+
+
+def _load_register(args: argparse.Namespace) -> dict[str, Any]:
+    from console import progress
+    from enrolment.register import load_register
+    from mes_rollout.db import get_engine
+
+    extracted_on = args.extracted_on or args.date
+    if extracted_on > args.date:
+        raise SystemExit(
+            f"mes-rollout: --extracted-on {extracted_on.isoformat()} is after the day of the load {args.date.isoformat()}"
+        )
+    engine = get_engine()
+    with progress.tracking(lambda _connection: progress.file_rows(args.file), "register: "):
+        summary = load_register(engine, args.file, as_of=args.date, extracted_on=extracted_on)
+    return summary.as_dict()
 
 
 def _departements(text: str) -> list[str]:
@@ -109,6 +126,20 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_commands(commands: Commands) -> None:
+    register = commands.add(
+        commands.load, "register", _load_register, "load a register extract (upsert by NIR)",
+        epilog="examples:\n  mes-rollout load register extract.csv --date 2022-01-28\n"
+        "  mes-rollout load register late.csv --date 2022-03-02 --extracted-on 2022-02-01\n\n"
+        "A person's row is only replaced by a row of an extract as new or newer: the rows of an extract\n"
+        "older than the one a person's row comes from are counted as older_than_held and left out\n"
+        "(a death date they bring is taken all the same).",
+    )
+    register.add_argument("file", type=Path)
+    add_date_option(register, "logical date of the load")
+    register.add_argument(
+        "--extracted-on", type=iso_date, default=None, metavar="YYYY-MM-DD",
+        help="the day the extract was taken (default: --date)",
+    )
     wave = commands.top.add_parser("wave", help="plan, approve and inspect waves", description="waves")
     wave_commands = wave.add_subparsers(dest="wave_command", required=True, metavar="ACTION")
 

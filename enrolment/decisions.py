@@ -32,11 +32,13 @@ from enrolment.window import add_calendar_months, end_of_day
 from mes_rollout import inputs
 from mes_rollout.audit import AuditEvent
 from mes_rollout.constants import (
+    Channel,
     DecisionChannel,
     DecisionEvent,
     DecisionReason,
     EnrolmentState,
     FileKind,
+    NotificationStatus,
     SpaceCause,
     SpaceState,
 )
@@ -294,6 +296,16 @@ _PEOPLE = text(
     " FROM persons AS p LEFT JOIN enrolments AS e ON e.nir = p.nir LEFT JOIN spaces AS s ON s.nir = p.nir"
     " WHERE p.nir IN :nirs"
 ).bindparams(bindparam("nirs", expanding=True))
+# The day (Paris: a send date) the first message for each person went out, whatever became of it
+# after: an email the relay took (or reported delivered), a letter posted (or returned since).
+_FIRST_SENT = text(
+    "SELECT m.nir, MIN(n.send_date) AS first_sent_on"
+    " FROM notification_members AS m JOIN notifications AS n ON n.notification_id = m.notification_id"
+    " WHERE m.nir IN :nirs AND n.send_date IS NOT NULL"
+    " AND ((n.channel = :email AND (n.sent_at IS NOT NULL OR n.status = :delivered))"
+    "      OR (n.channel = :letter AND n.status IN (:posted, :returned)))"
+    " GROUP BY m.nir"
+).bindparams(bindparam("nirs", expanding=True))
 _DECISIONS = text(
     "SELECT line_no, reference, nir, event, received_at, channel FROM decisions_staging"
     " WHERE status = :pending AND nir IN :nirs ORDER BY nir, received_at, line_no"
@@ -353,6 +365,17 @@ def _read_batch(connection: Connection, nirs: list[str]) -> tuple[dict[str, _Per
     in the order they were received."""
     if connection.dialect.name == "postgresql":
         connection.execute(_LOCK, {"nirs": nirs}).all()
+    first_sent = {
+        nir: as_date(day)
+        for nir, day in connection.execute(
+            _FIRST_SENT,
+            {
+                "nirs": nirs, "email": Channel.EMAIL.value, "letter": Channel.LETTER.value,
+                "delivered": NotificationStatus.DELIVERED.value, "posted": NotificationStatus.POSTED.value,
+                "returned": NotificationStatus.RETURNED.value,
+            },
+        )
+    }  # fmt: skip
     people: dict[str, _Person] = {}
     for row in connection.execute(_PEOPLE, {"nirs": nirs}):
         notified_at = as_datetime(row.notified_at)
@@ -363,7 +386,7 @@ def _read_batch(connection: Connection, nirs: list[str]) -> tuple[dict[str, _Per
             SpaceState(row.space_state) if row.space_state else None,
             SpaceCause(row.creation_cause) if row.creation_cause else None,
             deceased=row.date_deces is not None,
-            notified_on=business_day(notified_at) if notified_at else None,
+            notified_on=_first_message_day(business_day(notified_at) if notified_at else None, first_sent.get(row.nir)),
         )
         space = (
             dao.SpaceRecord(
@@ -380,6 +403,16 @@ def _read_batch(connection: Connection, nirs: list[str]) -> tuple[dict[str, _Per
         assert received_at is not None
         pending.append(_Decision(row.line_no, row.reference, row.nir, DecisionEvent(row.event), received_at, row.channel))
     return people, pending
+
+
+def _first_message_day(window_started_on: dt.date | None, first_sent_on: dt.date | None) -> dt.date | None:
+    """The day an answer is judged "before the message" against: the first message sent to the
+    person, not the one their window runs on now. A fallback letter posted after a bounced email
+    moves the window (enrolments.notified_at) but not the day the person was first written to: an
+    answer received in between (quarantined BEFORE_MESSAGE while the letter waited, then sent again
+    by its source) is an answer, whichever of the decisions and the bounce was loaded first."""
+    days = [day for day in (window_started_on, first_sent_on) if day is not None]
+    return min(days) if days else None
 
 
 def _decide_batch(
@@ -488,13 +521,17 @@ def _space_after(
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> DecisionsSummary:
+    """The same file again changes nothing: the counts of its first load (its rows, those applied,
+    the rest ignored as seen before, the outcomes). No space is created by this load."""
     earlier = inputs.earlier_load(connection, input_file_id)
     summary = DecisionsSummary(
-        str(path), input_file_id, read=earlier.read, applied=earlier.accepted, quarantined=earlier.quarantined,
+        str(path), input_file_id, read=earlier.read, quarantined=earlier.quarantined,
         already_loaded=True, reasons=earlier.reasons,
-    )
+    )  # fmt: skip
     for outcome, count in connection.execute(
         text("SELECT outcome, COUNT(*) FROM decisions WHERE input_file_id = :id GROUP BY outcome"), {"id": input_file_id}
     ):
-        summary.outcomes[outcome] = count
+        summary.outcomes[outcome] = int(count)
+    summary.applied = sum(summary.outcomes.values())
+    summary.ignored = earlier.accepted - summary.applied
     return summary

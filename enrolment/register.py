@@ -2,7 +2,10 @@
 
 One file is one transaction: rows are checked in Python as they stream in (chunks, never the
 whole file in memory), staged, checked again as a set (duplicates in the file, representatives
-who must be known and alive), then merged. A file that cannot be read changes nothing.
+who must be known and alive), then merged. A file that cannot be read changes nothing. Each load
+carries the date its extract was taken (the file has no column for it): a person's row is only
+ever replaced by a row of an extract as new or newer, so an extract delivered late cannot undo a
+newer one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mes_rollout.arrowcsv import bool_array, int64_array, read_batches, string_a
 from mes_rollout.constants import FileKind, RegisterReason, RegisterWarning
 from mes_rollout.contracts import REGISTER_COLUMNS
 from mes_rollout.csvfile import check_bytes
-from mes_rollout.db import analyze, load_query
+from mes_rollout.db import analyze, as_date, load_query
 from mes_rollout.inputs import RowRejected
 from mes_rollout.nir import Nir, NirError, normalise
 from mes_rollout.postal_address import PostalAddress
@@ -51,6 +54,9 @@ class IntakeSummary:
     quarantined: int = 0
     warnings: int = 0
     inserted_or_updated: int = 0
+    # Rows of known people whose row comes from a newer extract: not applied (not an error).
+    older_than_held: int = 0
+    extracted_on: dt.date | None = None
     already_loaded: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
     warning_codes: Counter[str] = field(default_factory=Counter)
@@ -61,8 +67,10 @@ class IntakeSummary:
             "file": self.path,
             "input_file_id": self.input_file_id,
             "already_loaded": self.already_loaded,
+            "extracted_on": self.extracted_on.isoformat() if self.extracted_on else None,
             "rows": {"read": self.read, "accepted": self.accepted, "quarantined": self.quarantined},
             "changed_persons": self.inserted_or_updated,
+            "older_than_held": self.older_than_held,
             "quarantine_reasons": dict(sorted(self.reasons.items())),
             "warnings": dict(sorted(self.warning_codes.items())),
             "phase_seconds": {name: round(seconds, 2) for name, seconds in self.phase_seconds.items()},
@@ -184,7 +192,7 @@ def validate_row(values: dict[str, str | None], as_of: dt.date) -> tuple[dict[st
 # went straight into persons (first load) or waits in register_staging.
 KEY_COLUMNS = ("line_no", "nir", "nir_representant", "date_deces", "direct")
 # A row written straight into persons: the person, then its provenance.
-DIRECT_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "updated_at")
+DIRECT_COLUMNS = (*PERSON_COLUMNS, "input_file_id", "register_extracted_on", "updated_at")
 REJECTED_COLUMNS = ("line_no", "nir", "direct")
 # Columns of the staging tables that are not TEXT.
 _STAGING_TYPES = {"line_no": "BIGINT", "direct": "BOOLEAN", "date_naissance": "DATE", "date_deces": "DATE"}
@@ -255,9 +263,17 @@ def _set_based_rejections(
 
 
 def load_register(
-    engine: Engine, path: Path, *, as_of: dt.date, run_id: str | None = None, now: dt.datetime | None = None
+    engine: Engine,
+    path: Path,
+    *,
+    as_of: dt.date,
+    extracted_on: dt.date | None = None,
+    run_id: str | None = None,
+    now: dt.datetime | None = None,
 ) -> IntakeSummary:
-    """Load one register extract; the whole file or nothing. `as_of` is the run's logical date.
+    """Load one register extract; the whole file or nothing. `as_of` is the run's logical date,
+    `extracted_on` the day the extract was taken (default `as_of`; not after it). A known person's
+    row is replaced only by a row of an extract as new as, or newer than, the one it comes from.
 
     The file streams in batches of Arrow columns. Rows `sure_rows` vouches for are staged as they
     are; the others go through `validate_row`, which quarantines or warns. On a first load (persons
@@ -268,6 +284,10 @@ def load_register(
     builds persons' keys and indexes (first load). Then the rows the rules reject leave, and the
     staged rows reach persons: inserted on a first load, upserted by NIR on later loads."""
     path = Path(path)
+    given = extracted_on or as_of
+    extracted_on = dt.date(given.year, given.month, given.day)  # a plain date, even from a pendulum one
+    if extracted_on > as_of:
+        raise ValueError(f"the extract date {extracted_on.isoformat()} is after the day of the load {as_of.isoformat()}")
     check_bytes(path)  # before any connection: a file with a forbidden byte fails as a whole
     run_id = run_id or f"register-{uuid.uuid4()}"
     now = now or dt.datetime.now(dt.UTC)
@@ -277,14 +297,19 @@ def load_register(
         if begun.already_loaded:
             return _summary_of_earlier_load(connection, path, begun.input_file_id)
         input_file_id = begun.input_file_id
-        summary = IntakeSummary(str(path), input_file_id)
+        connection.execute(
+            text("UPDATE input_files SET extracted_on = :extracted_on WHERE id = :id"),
+            {"extracted_on": extracted_on, "id": input_file_id},
+        )
+        summary = IntakeSummary(str(path), input_file_id, extracted_on=extracted_on)
         started = time.perf_counter()
         header, batches = read_batches(path, REQUIRED, OPTIONAL, bytes_checked=True)
         first_load = fastload.is_first_load(connection, "persons")
         rebuild = fastload.make_room(connection, "persons") if first_load else None
         _create_staging(keys_connection, "register_keys", KEY_COLUMNS)
         _create_staging(connection, "register_staging", STAGED_COLUMNS)
-        stream = _Stream(load, summary, as_of, header, first_load, [input_file_id, now.isoformat(" ")])
+        provenance = [input_file_id, extracted_on.isoformat(), now.isoformat(" ")]
+        stream = _Stream(load, summary, as_of, header, first_load, provenance)
         with fastload.collector_paused():
             for lines, table in batches:
                 stream.take(lines, table)
@@ -312,9 +337,9 @@ def load_register(
                 "DELETE FROM persons WHERE nir IN (SELECT nir FROM register_rejected WHERE direct)"
             )
             summary.inserted_or_updated = stream.direct - sum(direct for _, _, direct in dropped)
-            summary.inserted_or_updated += _insert_staged(connection, input_file_id, now)
+            summary.inserted_or_updated += _insert_staged(connection, input_file_id, extracted_on, now)
         else:
-            summary.inserted_or_updated = _merge(connection, run_id, input_file_id, now)
+            _merge(connection, summary, run_id, input_file_id, extracted_on, now)
         summary.phase_seconds["merge"] = time.perf_counter() - started
         for table in ("register_staging", "register_rejected"):
             connection.exec_driver_sql(f"DROP TABLE {table}")
@@ -339,28 +364,52 @@ def load_register(
     return summary
 
 
-def _insert_staged(connection: Connection, input_file_id: int, now: dt.datetime) -> int:
+def _insert_staged(connection: Connection, input_file_id: int, extracted_on: dt.date, now: dt.datetime) -> int:
     """First load: the staged rows that passed the rules are new people."""
     columns = ", ".join(PERSON_COLUMNS)
     result = connection.execute(
         text(
-            f"INSERT INTO persons ({columns}, input_file_id, updated_at)"  # noqa: S608
-            f" SELECT {columns}, :input_file_id, :now FROM register_staging"
+            f"INSERT INTO persons ({columns}, input_file_id, register_extracted_on, updated_at)"  # noqa: S608
+            f" SELECT {columns}, :input_file_id, :extracted_on, :now FROM register_staging"
         ),
-        {"input_file_id": input_file_id, "now": now},
+        {"input_file_id": input_file_id, "extracted_on": extracted_on, "now": now},
     )
     return max(result.rowcount, 0)
 
 
-def _merge(connection: Connection, run_id: str, input_file_id: int, now: dt.datetime) -> int:
-    """Upsert by NIR from the staging table; deaths recorded for the first time are audited."""
+def _merge(
+    connection: Connection,
+    summary: IntakeSummary,
+    run_id: str,
+    input_file_id: int,
+    extracted_on: dt.date,
+    now: dt.datetime,
+) -> None:
+    """Upsert by NIR from the staging table; deaths recorded for the first time are audited. An
+    extract older than the one some person's row comes from (rare: delivered late) has its rows
+    for those people counted and left out, all but their death dates."""
     connection.execute(
         text(load_query("register_deaths.sql")), {"now": now, "run_id": run_id, "input_file_id": input_file_id}
     )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ANALYZE register_staging")  # a million rows: a join by hashing
-    result = connection.execute(text(load_query("register_merge.sql")), {"input_file_id": input_file_id, "now": now})
-    return max(result.rowcount, 0)
+    dates = {"extracted_on": extracted_on, "now": now}
+    # Every person's extract date is one of a register load's: when none is newer than this one,
+    # nobody's row comes from a newer extract, and the statements about them are not run.
+    newest_other = as_date(
+        connection.execute(
+            text("SELECT MAX(extracted_on) FROM input_files WHERE kind = :kind AND id <> :id"),
+            {"kind": FileKind.REGISTER.value, "id": input_file_id},
+        ).scalar()
+    )
+    older = newest_other is not None and newest_other > extracted_on
+    if older:
+        summary.older_than_held = int(connection.execute(text(load_query("register_older_than_held.sql")), dates).scalar_one())
+    result = connection.execute(text(load_query("register_merge.sql")), {**dates, "input_file_id": input_file_id})
+    summary.inserted_or_updated = max(result.rowcount, 0)
+    if older:
+        deaths = connection.execute(text(load_query("register_older_deaths.sql")), dates)
+        summary.inserted_or_updated += max(deaths.rowcount, 0)
 
 
 class _SeenNirs:
@@ -425,8 +474,9 @@ class _Stream:
         if direct.any():
             rows = staged.filter(bool_array(direct)).drop_columns(["line_no"])
             count = len(rows)
-            input_file_id, updated_at = self.provenance
+            input_file_id, extracted_on, updated_at = self.provenance
             rows = rows.append_column("input_file_id", int64_array(np.full(count, input_file_id)))
+            rows = rows.append_column("register_extracted_on", fastload.repeated(extracted_on, count))
             rows = rows.append_column("updated_at", fastload.repeated(updated_at, count))
             self.writer.rows("persons", DIRECT_COLUMNS, rows)
             self.direct += count
@@ -519,8 +569,13 @@ def _in_contract_order(table: pa.Table, header: list[str]) -> pa.Table:
 
 
 def _summary_of_earlier_load(connection: Connection, path: Path, input_file_id: int) -> IntakeSummary:
+    """The same content loaded again changes nothing, whatever extract date it is given now: the
+    counts and the extract date of its first load."""
     earlier = inputs.earlier_load(connection, input_file_id)
+    extracted_on = connection.execute(
+        text("SELECT extracted_on FROM input_files WHERE id = :id"), {"id": input_file_id}
+    ).scalar()
     return IntakeSummary(
         str(path), input_file_id, earlier.read, earlier.accepted, earlier.quarantined, earlier.warnings,
-        already_loaded=True, reasons=earlier.reasons,
+        extracted_on=as_date(extracted_on), already_loaded=True, reasons=earlier.reasons,
     )

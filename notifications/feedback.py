@@ -13,6 +13,11 @@ A line whose status the message already has changes nothing. Each line applied i
 feedback_events under a hash of (notification_id, status, occurred_at): the same line again, in
 the same file or a later one, changes nothing. The file is one transaction: a file that cannot
 be read raises InputFileError and applies nothing. Rows reconcile: read = accepted + quarantined.
+
+Feedback may come after the decisions it bears on: an opposition judged late against the deadline
+of a message that, the feedback now says, did not reach the person (a bounce, an NPAI return) was
+in time after all, since that window never ran; it becomes an opposition in time (late_opposed ->
+opposed), as if the feedback had been loaded first.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from enrolment.dao import start_windows
+from enrolment.dao import EnrolmentMove, apply_decisions, start_windows
 from enrolment.window import end_of_day
 from mes_rollout import inputs
+from mes_rollout.audit import AuditEvent
 from mes_rollout.config import OptOutWindow
-from mes_rollout.constants import FeedbackReason, FeedbackStatus, FileKind, NotificationStatus
+from mes_rollout.constants import EnrolmentState, FeedbackReason, FeedbackStatus, FileKind, NotificationStatus
 from mes_rollout.csvfile import Row, chunks, read_rows
-from mes_rollout.db import as_date
+from mes_rollout.db import as_date, as_datetime
 from mes_rollout.inputs import RowRejected
 from notifications import dao, fallback, statuses
 
@@ -59,6 +65,7 @@ class FeedbackSummary:
     seen_before: int = 0
     letters_queued: int = 0
     unreachable_messages: int = 0
+    late_oppositions_in_time: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
 
@@ -73,6 +80,7 @@ class FeedbackSummary:
             "seen_before": self.seen_before,
             "letters_queued": self.letters_queued,
             "unreachable_messages": self.unreachable_messages,
+            "late_oppositions_in_time": self.late_oppositions_in_time,
             "applied_by_status": dict(sorted(self.statuses.items())),
             "quarantine_reasons": dict(sorted(self.reasons.items())),
         }
@@ -307,6 +315,9 @@ def _apply_round(
             )
             summary.letters_queued += outcome.letters_queued
             summary.unreachable_messages += outcome.unreachable_messages
+            summary.late_oppositions_in_time += _late_oppositions_in_time(
+                connection, ids, f"email {status.value}", run_id=run_id, now=now, input_file_id=file_id
+            )
         elif status is FeedbackStatus.RETURNED:
             for notification_id in ids:
                 fallback.letter_returned(
@@ -314,11 +325,66 @@ def _apply_round(
                     input_file_id=file_id,
                 )
                 summary.unreachable_messages += 1
+            summary.late_oppositions_in_time += _late_oppositions_in_time(
+                connection, ids, "letter returned", run_id=run_id, now=now, input_file_id=file_id
+            )
+
+
+_LATE_OPPOSED = (
+    "SELECT e.nir, e.notification_id, e.decided_at FROM enrolments AS e"
+    " WHERE e.notification_id IN :ids AND e.state = :late_opposed ORDER BY e.nir"
+)
+
+
+def _late_oppositions_in_time(
+    connection: Connection, notification_ids: list[str], what: str, *, run_id: str, now: dt.datetime,
+    input_file_id: int | None,
+) -> int:
+    """The people told by these messages (the message each one's deadline came from) who opposed
+    after its deadline: the message did not reach them, its window never ran, so the opposition
+    was in time: late_opposed -> opposed, audited, guarded by the state read (locked first on
+    PostgreSQL, as decisions intake locks them). Returns how many."""
+    late: list[Any] = []
+    lock = " FOR UPDATE" if connection.dialect.name == "postgresql" else ""
+    query = text(_LATE_OPPOSED + lock).bindparams(bindparam("ids", expanding=True))
+    for part in dao.chunked(notification_ids):
+        late += connection.execute(query, {"ids": list(part), "late_opposed": EnrolmentState.LATE_OPPOSED.value}).all()
+    if not late:
+        return 0
+    moves, events = [], []
+    for row in late:
+        why = f"opposition in time: message {row.notification_id} did not reach them ({what}), its window never ran"
+        decided_at = as_datetime(row.decided_at) or now
+        moves.append(EnrolmentMove(row.nir, EnrolmentState.LATE_OPPOSED, EnrolmentState.OPPOSED, why, decided_at))
+        events.append(
+            AuditEvent(
+                "enrolment", row.nir, "opposed", now, EnrolmentState.LATE_OPPOSED.value, EnrolmentState.OPPOSED.value,
+                why, run_id, input_file_id,
+            )
+        )  # fmt: skip
+    apply_decisions(connection, decisions=[], moves=moves, spaces=[], events=events, run_id=run_id, now=now)
+    return len(moves)
 
 
 def _earlier(connection: Connection, path: Path, input_file_id: int) -> FeedbackSummary:
+    """The same file again changes nothing: the counts of its first load (its rows, and what each
+    accepted line did, from feedback_events). No letter is queued and nobody made unreachable by
+    this load."""
     earlier = inputs.earlier_load(connection, input_file_id)
-    return FeedbackSummary(
+    summary = FeedbackSummary(
         str(path), input_file_id, already_loaded=True, read=earlier.read, accepted=earlier.accepted,
         quarantined=earlier.quarantined, reasons=earlier.reasons,
     )
+    for outcome, status, count in connection.execute(
+        text(
+            "SELECT outcome, status, COUNT(*) FROM feedback_events WHERE input_file_id = :id GROUP BY outcome, status"
+        ),
+        {"id": input_file_id},
+    ):
+        if outcome == "applied":
+            summary.applied += int(count)
+            summary.statuses[status] += int(count)
+        else:
+            summary.no_change += int(count)
+    summary.seen_before = summary.accepted - summary.applied - summary.no_change
+    return summary

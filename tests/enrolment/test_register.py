@@ -249,7 +249,8 @@ def test_a_first_load_and_an_upsert_store_the_same_rows(engine: Engine, tmp_path
     columns = (
         "nir, nom_naissance, nom_usage, prenom, prenoms, date_naissance, sexe, lieu_naissance, email,"
         " adresse_ligne2, adresse_ligne3, adresse_ligne4, adresse_ligne5, code_postal, commune,"
-        " address_problem, departement, nir_representant, date_deces, email_bounced, address_returned"
+        " address_problem, departement, nir_representant, date_deces, email_bounced, address_returned,"
+        " register_extracted_on"
     )
 
     def stored(nirs: list[str]) -> list[tuple[object, ...]]:
@@ -285,6 +286,8 @@ def test_a_first_load_and_an_upsert_store_the_same_rows(engine: Engine, tmp_path
     assert names[rows[0]["nir"]][1] == 'O\\Neil <b>"Jo"</b>'
     assert names[rows[1]["nir"]][2] == "\\N" and names[rows[1]["nir"]][4] == "Zoé Marie"
     assert names[rows[1]["nir"]][10] == "Résidence Les Pins"
+    # Both paths of a first load (straight in, or staged first) and the upsert record the extract date.
+    assert {str(row[-1])[:10] for row in by_first_load} == {AS_OF.isoformat()}
     with engine.connect() as connection:
         orphans = connection.execute(
             text("SELECT COUNT(*) FROM persons WHERE input_file_id NOT IN (SELECT id FROM input_files)")
