@@ -40,6 +40,8 @@ def _up(args: argparse.Namespace) -> dict[str, Any]:
         metadata_database=args.metadata_database,
         worker_concurrency=args.concurrency,
         smtp_slots=args.smtp_slots,
+        task_heartbeat_timeout=args.task_heartbeat_timeout,
+        max_task_retry_delay=args.max_retry_delay,
     )
     return start_stack(plan)
 
@@ -72,6 +74,15 @@ def add_commands(commands: Commands) -> None:
         help=f"Airflow's own database, beside the pipeline's on the same server (default {METADATA_DATABASE})",
     )  # fmt: skip
     up.add_argument("--smtp-slots", type=int, default=2, help="slots of the smtp_relay pool (default 2)")
+    up.add_argument(
+        "--task-heartbeat-timeout", type=int, metavar="SECONDS",
+        help="a running task silent this long is declared dead and retried, as when its worker died"
+        " (default: Airflow's, 300); keep MES_SEND_LEASE below it plus the retry delay",
+    )  # fmt: skip
+    up.add_argument(
+        "--max-retry-delay", type=int, metavar="SECONDS",
+        help="the longest wait before a task's retry, over its own backoff (default: the tasks' own, 1 to 10 min)",
+    )  # fmt: skip
     down = commands.add(actions, "down", _down, "stop every process of the stack (also after a crash)")
     status = commands.add(actions, "status", _status, "which processes of the stack run, and where")
     for parser in (up, down, status):

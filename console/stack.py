@@ -10,6 +10,9 @@ sets the pools, the `mes_smtp` connection (when MES_SMTP_URL is set) and unpause
 through Airflow's REST API. airflow.cfg stays the project's: the stack hands its choices to the
 processes as AIRFLOW__SECTION__KEY variables. Under the Airflow home: `run/<process>.pid`,
 `logs/stack/<process>.log` (the processes), `logs/` (the tasks), `stack/stack.json` (what runs).
+`down` stops each process with the tasks it runs (Airflow starts each task in a process group of
+its own). One worker can be killed as a machine that dies would be (`kill_worker`) and started
+again (`start_worker`): tests/stack/test_worker_kill.py.
 """
 
 from __future__ import annotations
@@ -104,6 +107,15 @@ class StackPlan:
     log_server_port: int = 0
     trigger_log_server_port: int = 0
     unpause: tuple[str, ...] | None = None  # None: every DAG but KEPT_PAUSED
+    # Seconds without a heartbeat before the scheduler declares a running task dead and retries
+    # it ([scheduler] task_instance_heartbeat_timeout); None: Airflow's default, 300.
+    task_heartbeat_timeout: int | None = None
+    # The longest wait before a retry ([core] max_task_retry_delay, which caps the tasks' own
+    # exponential backoff); None: Airflow's default, a day (the tasks' own cap, 10 minutes, rules).
+    max_task_retry_delay: int | None = None
+    # Variables every process of the stack gets beside the caller's (MES_* settings): kept in the
+    # plan, so that a worker started again later runs with the same.
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def url(self) -> str:
@@ -145,9 +157,17 @@ def plan_stack(
     worker_concurrency: int = 2,
     smtp_slots: int = 2,
     unpause: tuple[str, ...] | None = None,
+    task_heartbeat_timeout: int | None = None,
+    max_task_retry_delay: int | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> StackPlan:
     """The stack of these settings: Celery where the pipeline's database is PostgreSQL (or asked
     for), else the LocalExecutor on SQLite."""
+    for name, seconds in (
+        ("task heartbeat timeout", task_heartbeat_timeout), ("max task retry delay", max_task_retry_delay)
+    ):  # fmt: skip
+        if seconds is not None and seconds < 1:
+            raise StackError(f"{name}: at least 1 second")
     on_postgres = settings.dialect == "postgresql"
     if celery and not on_postgres:
         raise StackError(
@@ -165,6 +185,9 @@ def plan_stack(
         "trigger_log_server_port": _free_port(),
         "unpause": unpause,
         "wave_approvers": wave_approvers(settings.wave_approvers),
+        "task_heartbeat_timeout": task_heartbeat_timeout,
+        "max_task_retry_delay": max_task_retry_delay,
+        "environment": tuple(sorted((environment or {}).items())),
     }
     if on_postgres:
         if workers < 1:
@@ -258,6 +281,7 @@ def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) ->
     Airflow's settings as AIRFLOW__ variables over the project's airflow.cfg."""
     keys = stack_secrets(plan.home)
     environment = dict(os.environ if base is None else base)
+    environment.update(dict(plan.environment))
     environment.update(
         {
             "AIRFLOW_HOME": str(plan.home),
@@ -291,6 +315,10 @@ def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) ->
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         }
     )
+    if plan.task_heartbeat_timeout is not None:
+        environment.update(heartbeat_settings(plan.task_heartbeat_timeout))
+    if plan.max_task_retry_delay is not None:
+        environment["AIRFLOW__CORE__MAX_TASK_RETRY_DELAY"] = str(plan.max_task_retry_delay)
     if plan.metadata_url.startswith("postgresql"):
         # psycopg 3 is async too: without this Airflow would want asyncpg for its async engine.
         environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = plan.metadata_url
@@ -309,6 +337,19 @@ def stack_environment(plan: StackPlan, base: Mapping[str, str] | None = None) ->
         # SQLite takes one writer at a time: a few tasks at once.
         environment["AIRFLOW__CORE__PARALLELISM"] = "2"
     return environment
+
+
+def heartbeat_settings(timeout: int) -> dict[str, str]:
+    """How soon a task whose worker died is noticed: a running task's supervisor heartbeats at
+    least six times within `timeout` ([workers] min_heartbeat_interval), the scheduler declares it
+    dead after `timeout` seconds without one and looks for such tasks five times within it."""
+    return {
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(timeout),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": str(
+            max(1.0, min(10.0, timeout / 5))
+        ),
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(max(1, min(5, timeout // 6))),
+    }
 
 
 def stack_processes(plan: StackPlan) -> list[Process]:
@@ -348,21 +389,37 @@ def _pid_file(home: Path, name: str) -> Path:
     return _run_dir(home) / f"{name}.pid"
 
 
-def _group_members(group: int) -> list[tuple[int, str]]:
-    """The processes of a process group (pid, command line), read from /proc."""
-    members = []
+def _processes() -> Iterator[tuple[int, int, int, str]]:
+    """Every live process (pid, parent pid, process group, state letter), read from /proc. A
+    zombie (state Z: exited, not yet reaped by its parent) is reaped when it is a child of this
+    process, and left out either way: it runs nothing."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != group:
-                continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state, parent, group = stat[stat.rindex(")") + 2 :].split()[:3]
         except (OSError, ValueError, IndexError):
             continue
-        members.append((int(entry.name), command))
+        if state == "Z":
+            if int(parent) == os.getpid():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(int(entry.name), os.WNOHANG)
+            continue
+        yield int(entry.name), int(parent), int(group), state
+
+
+def _group_members(group: int) -> list[tuple[int, str]]:
+    """The live processes of a process group (pid, command line)."""
+    members = []
+    for pid, _, member_group, _ in _processes():
+        if member_group != group:
+            continue
+        try:
+            command = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        members.append((pid, command.decode(errors="replace")))
     return members
 
 
@@ -403,40 +460,165 @@ def start_process(home: Path, process: Process, environment: Mapping[str, str]) 
     return child.pid
 
 
+def _tree_groups(group: int) -> list[int]:
+    """A process group of the stack, then the groups of the processes below it: Airflow's
+    supervisors start each task process (and the triggerer its runner) in a group of its own, which
+    a signal to the group above does not reach."""
+    processes = list(_processes())
+    children: dict[int, list[int]] = {}
+    for pid, parent, _, _ in processes:
+        children.setdefault(parent, []).append(pid)
+    group_of = {pid: member_group for pid, _, member_group, _ in processes}
+    tree = {pid for pid, _, member_group, _ in processes if member_group == group}
+    pending = list(tree)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                pending.append(child)
+    return [group, *sorted({group_of[pid] for pid in tree} - {group})]
+
+
+def _signal_groups(groups: list[int], signum: int) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signum)
+
+
 def stop_stack(home: Path, timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
-    """Stop every process of the stack recorded under the home, with its process group: SIGTERM,
-    then SIGKILL after `timeout`. Works after a crash too (the pid files remain)."""
+    """Stop every process of the stack recorded under the home, with its process group and those
+    of the tasks it runs: SIGTERM, then SIGKILL after `timeout`. Works after a crash too (the pid
+    files remain)."""
     home = home.resolve()
-    groups = _recorded_groups(home)
-    stopped, gone = [], []
-    for name, group in groups.items():
+    trees: dict[str, list[int]] = {}
+    gone = []
+    for name, group in _recorded_groups(home).items():
         if _our_group(group):
-            try:
-                os.killpg(group, signal.SIGTERM)
-                stopped.append(name)
-            except ProcessLookupError:
-                gone.append(name)
+            trees[name] = _tree_groups(group)
+            _signal_groups(trees[name], signal.SIGTERM)
         else:
             gone.append(name)
+
+    def alive(name: str) -> bool:
+        return any(_group_members(group) for group in trees[name])
+
     deadline = time.monotonic() + timeout
     killed = []
-    for name in stopped:
-        group = groups[name]
-        while _group_members(group) and time.monotonic() < deadline:
+    for name in trees:
+        while alive(name) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _group_members(group):
-            try:
-                os.killpg(group, signal.SIGKILL)
-                killed.append(name)
-            except ProcessLookupError:
-                pass
-    for name in stopped:
-        wait_until = time.monotonic() + 10
-        while _group_members(groups[name]) and time.monotonic() < wait_until:
-            time.sleep(0.1)
-    for name in groups:
+        if alive(name):
+            _signal_groups(trees[name], signal.SIGKILL)
+            killed.append(name)
+    wait_until = time.monotonic() + 10
+    while any(alive(name) for name in killed) and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    for name in [*trees, *gone]:
         _pid_file(home, name).unlink(missing_ok=True)
-    return {"home": str(home), "stopped": stopped, "killed_after_timeout": killed, "not_running": gone}
+    return {"home": str(home), "stopped": list(trees), "killed_after_timeout": killed, "not_running": gone}
+
+
+# --- one worker: killed as a dying machine would be, started again ---------------------------
+
+
+def worker_process(hostname: str) -> str:
+    """The stack's name of the Celery worker a task instance's `hostname` names (`worker2@vm` ->
+    `worker2`: its pid file, its log)."""
+    return hostname.split("@", 1)[0]
+
+
+def worker_groups(home: Path, name: str) -> list[int]:
+    """The process groups of one worker of the stack, its own first (the Celery main process and
+    its pool), then the group of each task it runs."""
+    group = _recorded_groups(home.resolve()).get(name)
+    if group is None or not _our_group(group):
+        raise StackError(f"{name} is not running under {home}")
+    return _tree_groups(group)
+
+
+def signal_worker(home: Path, name: str, signum: int) -> list[int]:
+    """Send `signum` to every process group of a worker (`worker_groups`); returns the groups."""
+    groups = worker_groups(home, name)
+    _signal_groups(groups, signum)
+    return groups
+
+
+def freeze_worker(home: Path, name: str, timeout: float = 10.0) -> list[int]:
+    """Stop every process of a worker where it stands (SIGSTOP) and return once all are stopped:
+    from then on nothing of it runs, sends or reports until `thaw_worker` or `kill_worker`."""
+
+    def frozen() -> list[int] | None:
+        groups = signal_worker(home, name, signal.SIGSTOP)
+        states = [state for _, _, group, state in _processes() if group in groups]
+        # A task started meanwhile has a group of its own: the tree is read again until it holds still.
+        still = set(worker_groups(home, name)) == set(groups) and all(state in "Tt" for state in states)
+        return groups if still else None
+
+    return list(wait_for(f"every process of {name} to stop", frozen, timeout, interval=0.01))
+
+
+def thaw_worker(home: Path, name: str) -> list[int]:
+    """Let a frozen worker go on (SIGCONT)."""
+    return signal_worker(home, name, signal.SIGCONT)
+
+
+def kill_worker(home: Path, name: str, timeout: float = 10.0) -> list[int]:
+    """Kill a worker as a machine that dies would: every process of it frozen at once (nothing of
+    it runs or reports from then on), then SIGKILL, tasks included; returns once none is left.
+    Nothing tells the scheduler: it finds out when the tasks' heartbeats stop."""
+    home = home.resolve()
+    groups = freeze_worker(home, name, timeout)
+    _signal_groups(groups, signal.SIGKILL)
+    wait_for(
+        f"the processes of {name} to die",
+        lambda: not any(_group_members(group) for group in groups),
+        timeout,
+        interval=0.1,
+    )
+    return groups
+
+
+def _workers(plan: StackPlan) -> dict[str, Process]:
+    return {
+        process.name: process
+        for process in stack_processes(plan)
+        if WORKER_NAME_VARIABLE in process.environment
+    }
+
+
+def start_worker(plan: StackPlan, name: str, *, wait: bool = True) -> int:
+    """Start one Celery worker of the stack again (after it died or was killed): the name, command
+    and environment `up` gave it. With `wait`, returns once it answers (`wait_for_worker`)."""
+    workers = _workers(plan)
+    if name not in workers:
+        raise StackError(f"no Celery worker {name} in this stack (workers: {', '.join(workers) or 'none'})")
+    group = _recorded_groups(plan.home).get(name)
+    if group is not None and _our_group(group):
+        raise StackError(f"{name} is running already")
+    pid = start_process(plan.home, workers[name], stack_environment(plan))
+    state_path = _state_file(plan.home)
+    if state_path.exists():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state.setdefault("pids", {})[name] = pid
+        _write_private(state_path, json.dumps(state, indent=2))
+    if wait:
+        wait_for_worker(plan, name)
+    return pid
+
+
+def wait_for_worker(plan: StackPlan, name: str, timeout: float = START_TIMEOUT) -> str:
+    """Return the Celery hostname of worker `name` once it answers the broker's ping; StackError
+    if its process stops meanwhile."""
+    hostname = _workers(plan)[name].environment[WORKER_NAME_VARIABLE]
+
+    def answers() -> bool:
+        group = _recorded_groups(plan.home).get(name)
+        if group is None or not _our_group(group):
+            raise StackError(f"{name} is not running: see {_process_log_dir(plan.home) / (name + '.log')}")
+        return hostname in _celery_workers(plan.broker_url)
+
+    wait_for(f"Celery worker {hostname} to answer", answers, timeout, 2.0)
+    return hostname
 
 
 def _all_alive(home: Path) -> None:

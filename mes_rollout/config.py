@@ -97,7 +97,9 @@ class Settings:
     # Time limits: one database statement, one SMTP exchange, a sender's claim on a message.
     statement_timeout_seconds: int = 3600
     smtp_timeout_seconds: int = 60
-    send_lease_seconds: int = 600
+    # Below Airflow's task heartbeat timeout (300 s) plus the first retry delay (60 s): when a
+    # worker dies, its shard's retry finds the dead sender's lease passed and sends what it held.
+    send_lease_seconds: int = 240
     # A weekly wave of at most this many messages is approved without an operator; a larger one
     # waits for the approval of enrolment_wave (0: every weekly wave waits).
     weekly_auto_approve_cap: int = 20_000
@@ -200,7 +202,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             file_mode=_file_mode(env.get("MES_FILE_MODE", "0600")),
             statement_timeout_seconds=int(env.get("MES_STATEMENT_TIMEOUT", "3600")),
             smtp_timeout_seconds=int(env.get("MES_SMTP_TIMEOUT", "60")),
-            send_lease_seconds=int(env.get("MES_SEND_LEASE", "600")),
+            send_lease_seconds=int(env.get("MES_SEND_LEASE", "240")),
             weekly_auto_approve_cap=_at_least_zero("MES_WEEKLY_AUTO_APPROVE_CAP", env.get("MES_WEEKLY_AUTO_APPROVE_CAP", "20000")),
             analyze_after_writes=_flag(env.get("MES_ANALYZE_AFTER_WRITES", "1"), "MES_ANALYZE_AFTER_WRITES"),
             return_address=_return_address(

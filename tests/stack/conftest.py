@@ -23,6 +23,41 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # Small shards, so that one wave of tens of people fans out over several shards.
 SHARD_SIZE = 5
 WORKERS = 2
+# Each shard talks to the relay for a few seconds (one message a second), so that two shards are
+# under way at once and both workers take some (quick shards could all be picked up by whichever
+# worker asked first), and so that a worker can be killed in the middle of one.
+SMTP_RATE = 1
+# A worker killed in the middle of a task is noticed within seconds, not Airflow's 5 minutes: the
+# scheduler declares the task dead after HEARTBEAT_TIMEOUT seconds without a heartbeat, retries it
+# RETRY_DELAY seconds later at most, and by then the dead sender's claims (SEND_LEASE) have run out
+# so that the retry sends what it held.
+HEARTBEAT_TIMEOUT = 15
+RETRY_DELAY = 10
+SEND_LEASE = 8
+# The stack is shared by every test of tests/stack: `--dist loadgroup` runs them all in one
+# pytest worker, one after the other, in the order of the files.
+STACK_GROUP = pytest.mark.xdist_group("celery_stack")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` on pytest 9: pytest-xdist 3.8 groups a test by appending `@group` to its
+    `_nodeid`, which pytest 9's structured node ids no longer read (pytest-xdist issue #1386), so the
+    stack tests would be spread over the workers, each starting a stack of its own. This sets the
+    id the way xdist means it to be, and does nothing where xdist's own suffix took effect."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own suffix works
+        return
+    for item in items:
+        names = {
+            mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(str(name) for name in names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -84,8 +119,7 @@ def celery_stack() -> Iterator[object]:
     suffix = uuid.uuid4().hex[:10]
     pipeline_name, metadata_name = f"mes_stack_{suffix}", f"airflow_stack_{suffix}"
     root = Path(tempfile.mkdtemp(prefix="mes-stack-test-"))
-    saved = {name: os.environ.get(name) for name in ("MES_SHARD_SIZE", "MES_SMTP_URL")}
-    os.environ["MES_SHARD_SIZE"] = str(SHARD_SIZE)
+    saved = {name: os.environ.get(name) for name in ("MES_SMTP_URL",)}
     os.environ.pop("MES_SMTP_URL", None)  # the embedded relay, as on the in-process path
     try:
         pipeline_url = _create_database(pipeline_name)
@@ -101,18 +135,25 @@ def celery_stack() -> Iterator[object]:
             metadata_database=metadata_name,
             # One task at a time per worker: two shards at once run on two workers.
             worker_concurrency=1,
-            unpause=("enrolment_wave", "notification_sending", "space_creation", "dmp_migration"),
+            unpause=(
+                "enrolment_wave",
+                "notification_sending",
+                "space_creation",
+                "dmp_migration",
+                "decisions_intake",
+                "delivery_feedback",
+            ),  # fmt: skip
+            task_heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            max_task_retry_delay=RETRY_DELAY,
+            # The stack's processes only (a worker started again gets them too); not the tests'.
+            environment={
+                "MES_SHARD_SIZE": str(SHARD_SIZE),
+                "MES_SMTP_RATE": str(SMTP_RATE),
+                "MES_SEND_LEASE": str(SEND_LEASE),
+            },
         )
-        # Each shard talks to the relay for a few seconds (one message a second), so that two
-        # shards are under way at once and both workers take some: quick shards could all be
-        # picked up by whichever worker asked first.
-        os.environ["MES_SMTP_RATE"] = "1"
-        try:
-            with running(plan) as stack:
-                os.environ.pop("MES_SMTP_RATE", None)  # the stack's processes keep it; the test does not
-                yield stack
-        finally:
-            os.environ.pop("MES_SMTP_RATE", None)
+        with running(plan) as stack:
+            yield stack
     finally:
         for name, value in saved.items():
             if value is None:

@@ -18,7 +18,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.factories import make_nir, person_row, write_csv
-from tests.stack.conftest import _free_port, _skip_or_fail
+from tests.stack.conftest import STACK_GROUP, _free_port, _skip_or_fail
+
+# Its own embedded stack, but in the stack tests' pytest worker: never two stacks at once.
+pytestmark = [STACK_GROUP]
 
 WAVE_ID = "ROLES-01"
 PEOPLE = 6
