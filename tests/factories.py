@@ -16,8 +16,11 @@ _order = itertools.count(1)
 
 def make_nir(sex: str = "2", year: int = 1982, month: int = 8, place: str = "01053", order: int | None = None) -> str:
     """A valid 15-character NIR: sex digit, birth year and month, INSEE place, order number, key."""
-    number = order if order is not None else next(_order)
-    return with_key(f"{sex}{year % 100:02d}{month:02d}{place}{number % 1000 or 1:03d}")
+    if order is None:
+        # Drawn: orders 001-999 in turn, so any 999 NIRs drawn in a row are distinct (`% 1000 or 1`
+        # gave 001 twice at each wrap: a duplicate NIR in whichever test drew across it).
+        order = (next(_order) - 1) % 999 + 1
+    return with_key(f"{sex}{year % 100:02d}{month:02d}{place}{order % 1000 or 1:03d}")
 
 
 def person_row(**overrides: Any) -> dict[str, str]:
