@@ -28,12 +28,14 @@ DAG_ID = "enrolment_wave"
 TASK_ID = "approval"
 APPROVE, REJECT = "Approve", "Reject"
 CLI_NAME = "mes-rollout CLI"
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.1
 # How old a request must be before the in-process responder answers it, and how long an answered
 # request may still show its task awaiting input before the answer is sent again: `dag.test()`
-# writes the task instance it deferred a moment after the request appears, and on SQLite (no row
-# locks) that write could undo an answer given in between, leaving the run waiting for ever.
-_SETTLE = dt.timedelta(seconds=1)
+# writes the task instance it parked a moment after the request appears, and on SQLite (no row
+# locks) that write could undo an answer given in between, leaving the run waiting for ever. While
+# the task awaits input, `dag.test()` looks again every second: an answer within that second
+# resumes the run at its next look (a settle of a second made each wave wait two).
+_SETTLE = dt.timedelta(seconds=0.25)
 
 
 def answer(

@@ -6,7 +6,11 @@ extract (console.synth.generate), then day by day from 31 January 2022: the regi
 enrolment/data/rollout_plan.csv approved as an operator would, the files the outside world sends
 (decisions.csv from the people, feedback.csv from the relay and the post:
 console/synth/rollout_inputs.py) and the daily DAGs (console.schedule.advance, which skips a DAG
-with nothing due without starting Airflow). Every step is a real DAG run in this process.
+with nothing due without starting Airflow). Every step is a real DAG run in this process; the DAG
+folder is parsed once for all of them (console.dagrun). A run is skipped only when it would have
+had nothing to do: a daily DAG whose due check says so, a decisions or feedback file with no row;
+the report lists those days. The waves' code keys are drawn from the seed (seeded_wave_key), so
+that the same seed gives the same rollout, count for count.
 
 The report (JSON and Markdown) goes under MES_REPORTS_DIR/simulation/<run id>/: each stage's
 work time (its tasks' durations in Airflow, summed over the days), its volume and its throughput,
@@ -15,8 +19,10 @@ the reconciliation of the counts, and the 68 million projection (console/project
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, create_engine, text
 
+from console.dagrun import reparse_every_run
 from console.projection import BENCHMARK_RATES, STAGES, UNITS, markdown_table, project
 from console.synth.rollout_inputs import (
     DecisionSource,
@@ -230,6 +237,8 @@ class Simulation:
         self.decisions_written = {"opposition": 0, "activation": 0, "late_opposition": 0}
         self.failures: list[dict[str, Any]] = []
         self.waves: list[dict[str, Any]] = []
+        # File days on which the people or the relay had nothing to send: no file, no DAG run.
+        self.no_file: dict[str, list[str]] = {"decisions_intake": [], "delivery_feedback": []}
 
     @property
     def engine(self) -> Engine:
@@ -261,6 +270,7 @@ class Simulation:
         from enrolment.waves import WaveRequest
 
         request = WaveRequest.from_params(conf, day)
+        seeded_wave_key(load_settings().var_dir, self.seed, request.wave_id)
         began = time.monotonic()
         result = run_wave(request, day, decision=APPROVE, comment="simulation")
         self.clock.add_run("enrolment_wave", result.run_id, time.monotonic() - began)
@@ -278,6 +288,8 @@ class Simulation:
             loaded = returns["load_decisions"]
             self.items["decisions"] += written
             self.files["decisions"].append({"day": day.isoformat(), "rows": loaded["rows"], "spaces_created": loaded["spaces_created"]})
+        else:
+            self.no_file["decisions_intake"].append(day.isoformat())
         path = self.inputs / f"feedback-{day.isoformat()}.csv"
         counts = write_feedback(self.engine, path, self.seed, day, self.rates)
         if sum(counts.values()):
@@ -287,6 +299,7 @@ class Simulation:
             self.files["feedback"].append({"day": day.isoformat(), **counts, "quarantined": loaded.get("quarantined", 0)})
         else:
             path.unlink()
+            self.no_file["delivery_feedback"].append(day.isoformat())
 
     def daily_dags(self, day: dt.date) -> None:
         from console.schedule import AdvanceFailed, advance
@@ -304,6 +317,51 @@ class Simulation:
                 self.clock.add_run(run["dag_id"], run["run_id"], wall / max(len(summary["runs"]), 1))
             for failure in summary["failures"]:
                 self.clock.add_run(failure["dag_id"], failure["run_id"], 0.0)
+
+
+def skipped_runs(engine: Engine, simulation: Simulation) -> dict[str, list[str]]:
+    """The runs not started because they had nothing to do, by DAG: the daily DAGs' days with
+    nothing due (console.schedule's due checks, kept in daily_runs) and the file days without a file."""
+    skipped: dict[str, list[str]] = {dag_id: [] for dag_id in SIMULATED_DAILY_DAGS}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT dag_id, logical_date FROM daily_runs WHERE outcome = 'nothing_due' ORDER BY logical_date")
+        ).all()
+    for dag_id, day in rows:
+        skipped.setdefault(str(dag_id), []).append(str(day)[:10])
+    skipped.update({dag_id: list(days) for dag_id, days in simulation.no_file.items()})
+    return skipped
+
+
+def day_ranges(days: list[str]) -> str:
+    """ISO days as runs of consecutive days: '2022-02-05..2022-02-06, 2022-02-09'."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(dt.date.fromisoformat(day) for day in days):
+        if spans and day - spans[-1][1] == dt.timedelta(days=1):
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return ", ".join(first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}" for first, last in spans)
+
+
+def seeded_wave_key(var_dir: Path, seed: int, wave_id: str) -> None:
+    """Put the wave's provisional-code key where planning looks for it, drawn from the seed rather
+    than from `secrets` (synthetic people only, in the run's own var folder). The message ids are
+    keyed on it, and so are the relay's and the post's synthetic answers (console/synth): the same
+    seed then gives the same rollout, and two runs can be compared count for count."""
+    from enrolment.codes import keys_dir, wave_key
+
+    key = hashlib.sha256(f"mes-rollout simulation {seed} {wave_id}".encode()).digest()
+    path = keys_dir(var_dir) / f"wave-{hashlib.sha256(wave_id.encode()).hexdigest()[:32]}.key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as stream:
+        stream.write(base64.b64encode(key))
+    try:
+        found = wave_key(var_dir, wave_id)
+    except FileNotFoundError:
+        found = None
+    if found != key:
+        raise RuntimeError(f"enrolment.codes does not read wave {wave_id}'s key from {path} any more")
 
 
 def _count(engine: Engine, sql: str, **params: Any) -> int:
@@ -447,18 +505,22 @@ def run_simulation(
     keep_database: bool = False,
     rates: OutsideRates | None = None,
     waves: int | None = None,
+    reuse_parsed_dags: bool = True,
 ) -> dict[str, Any]:
     """Replay the rollout on `persons` synthetic people; returns the report (also written as
     report.json and report.md under MES_REPORTS_DIR/simulation/<run id>/). `waves` keeps only the
-    plan's first waves (a quick check: the others' départements are then out of scope)."""
+    plan's first waves (a quick check: the others' départements are then out of scope).
+    `reuse_parsed_dags=False` parses the DAGs again for every run, as before they were kept (the
+    end state must not differ)."""
     if persons < 1:
         raise ValueError(f"persons must be at least 1, not {persons}")
     places = _new_places(persons, database_url)
     began = time.monotonic()
     load_before = _load_average()
     try:
-        with _environment(places):
+        with _environment(places), contextlib.nullcontext() if reuse_parsed_dags else reparse_every_run():
             report = _simulate(persons, seed, places, rates or OutsideRates(), waves)
+        report["airflow"]["dag_parsing"] = "once for the run" if reuse_parsed_dags else "every DAG run"
     finally:
         if not keep_database:
             _drop_database(places)
@@ -547,7 +609,11 @@ def _simulate(persons: int, seed: int, places: Places, rates: OutsideRates, wave
         "stages": stages,
         "dag_runs": dict(sorted(clock.dag_runs.items())),
         "dag_wall_seconds": {dag: round(seconds, 1) for dag, seconds in sorted(clock.wall_seconds.items())},
+        "dag_wall_seconds_per_run": {
+            dag: round(seconds / clock.dag_runs[dag], 2) for dag, seconds in sorted(clock.wall_seconds.items()) if clock.dag_runs.get(dag)
+        },
         "nothing_due_days": clock.nothing_due,
+        "skipped_runs": skipped_runs(engine, simulation),
         "airflow": {
             "home_setup_seconds": round(airflow_seconds, 1),
             "approval_wait_seconds": round(clock.approval_wait_seconds, 1),
@@ -604,6 +670,13 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"DAG runs: {sum(report['dag_runs'].values())} ({', '.join(f'{k} {v}' for k, v in report['dag_runs'].items())});"
         f" daily DAG days with nothing due: {report['nothing_due_days']}. Airflow around the tasks:"
         f" {airflow['overhead_seconds']:,.1f} s; waiting for the approvals: {airflow['approval_wait_seconds']:,.1f} s.",
+        "",
+        "## Runs skipped (nothing to do that day)",
+        "",
+        *(
+            f"- {dag_id}: {len(days)} days" + (f" ({day_ranges(days)})" if days else "")
+            for dag_id, days in report.get("skipped_runs", {}).items()
+        ),
         "",
         "## Reconciliation",
         "",
