@@ -177,9 +177,6 @@ def pending_emails(
     sql = _pending_sql(connection, with_shard=shard is not None)
     rows = connection.execute(text(sql), params).all()
     members = members_of(connection, [row.notification_id for row in rows])
-    given_back = (
-        _given_back(connection, [row.notification_id for row in rows]) if status == Status.SENDING else set()
-    )
     return [
         PendingMessage(
             notification_id=row.notification_id,
@@ -192,23 +189,10 @@ def pending_emails(
             status=row.status,
             recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             members=tuple(members.get(row.notification_id, ())),
-            given_back=row.notification_id in given_back,
+            given_back=status == Status.SENDING and row.status_detail == RELAY_UNREACHABLE,
         )
         for row in rows
     ]
-
-
-def _given_back(connection: Connection, notification_ids: Sequence[str]) -> set[str]:
-    """Those of the messages (read in `sending`) that a sender gave back because the relay was down."""
-    query = text(
-        "SELECT notification_id FROM notifications WHERE notification_id IN :ids AND status_detail = :given_back"
-    ).bindparams(bindparam("ids", expanding=True))
-    found: set[str] = set()
-    for part in chunked(list(notification_ids)):
-        found.update(
-            connection.execute(query, {"ids": list(part), "given_back": RELAY_UNREACHABLE}).scalars()
-        )
-    return found
 
 
 def members_of(connection: Connection, notification_ids: Sequence[str]) -> dict[str, list[Member]]:

@@ -5,6 +5,7 @@
 -- PostgreSQL locks the rows it returns (FOR UPDATE SKIP LOCKED: a row another sender is
 -- claiming right now is passed over, not waited for).
 SELECT n.notification_id, n.reference, n.wave_id, n.recipient_nir, n.email, n.attempts, n.send_date, n.status,
+       n.status_detail,
        r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom, r.sexe
 FROM notifications n
 JOIN waves w ON w.wave_id = n.wave_id
