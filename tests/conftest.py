@@ -104,3 +104,51 @@ def airflow_home() -> Path:
 
     prepare(_AIRFLOW_HOME)
     return _AIRFLOW_HOME
+
+
+# A test that hangs: pytest-timeout (pyproject.toml, 600 s) ends its worker, and under xdist the
+# worker's stderr, where it prints the threads' stacks, is lost. So each test's stacks are written
+# a minute earlier to a file of its worker, and the run's summary prints every such file.
+_HANG_DUMP_AFTER = 540.0
+
+
+def _hang_folder(config: pytest.Config) -> Path:
+    return Path(config.rootpath) / "var" / "test-hangs"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): a clean slate
+        folder = _hang_folder(config)
+        if folder.is_dir():
+            for stale in folder.glob("*.txt"):
+                stale.unlink()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    import faulthandler
+
+    timeout = item.config.getini("timeout")
+    after = min(_HANG_DUMP_AFTER, float(timeout) * 0.9) if timeout else _HANG_DUMP_AFTER
+    folder = _hang_folder(item.config)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.txt"
+    with path.open("w", encoding="utf-8") as dump:
+        dump.write(f"{item.nodeid} still running after {after:.0f} s; every thread's stack:\n")
+        dump.flush()
+        header = dump.tell()
+        faulthandler.dump_traceback_later(after, file=dump)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    if path.stat().st_size <= header:  # nothing dumped: the test ended in time
+        path.unlink()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    folder = _hang_folder(config)
+    dumps = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    for dump in dumps:
+        terminalreporter.section(f"hung test ({dump.name})")
+        terminalreporter.write(dump.read_text(encoding="utf-8", errors="replace")[-20000:] + "\n")
