@@ -1,6 +1,9 @@
 -- The cohort of a wave, every person routed in one pass (wave planning and its dry run share it).
 -- Eligible: residence département in the wave, alive on the send date, and in no wave yet, or
 -- unreachable in an earlier one (a register update may have given them an email or an address).
+-- Someone left unreachable by an earlier wave who still cannot be told is not in the cohort at
+-- all: their enrolment stays with the wave that found them unreachable, and each weekly wave does
+-- not write them again (nor audit them again).
 -- Minors (born after the adult_born_by parameter) and people with a representative are told through the
 -- representative, who must be a known living person. Channel of the recipient: email when usable
 -- and not bounced, else a letter when the address is printable and not returned (NPAI), else
@@ -18,7 +21,8 @@ WITH candidates AS (
         CASE WHEN p.nir_representant IS NOT NULL OR p.date_naissance > :adult_born_by
              THEN p.nir_representant ELSE p.nir END AS recipient_nir,
         CASE WHEN p.departement = '2A' THEN '20A' WHEN p.departement = '2B' THEN '20B'
-             ELSE p.departement END AS departement_order
+             ELSE p.departement END AS departement_order,
+        CASE WHEN e.nir IS NULL THEN 0 ELSE 1 END AS was_unreachable
     FROM persons AS p
     JOIN wave_departements AS wd ON wd.wave_id = :wave_id AND wd.departement = p.departement
     LEFT JOIN enrolments AS e ON e.nir = p.nir
@@ -31,6 +35,7 @@ routed AS (
         c.departement,
         c.departement_order,
         c.recipient_nir,
+        c.was_unreachable,
         CASE
             WHEN c.recipient_nir IS NULL THEN :exclusion_representative_missing
             WHEN r.nir IS NULL THEN :exclusion_representative_unknown
@@ -84,3 +89,4 @@ SELECT
         ELSE -1
     END AS shard
 FROM ranked AS rk
+WHERE rk.told = 1 OR rk.was_unreachable = 0

@@ -217,11 +217,27 @@ def test_unreachable_people_are_taken_again_once_the_register_gives_them_a_conta
     load_people(engine, [{**nowhere, "email": "found@example.fr"}], tmp_path / "r", as_of=dt.date(2022, 2, 15))
     counts = plan_wave(engine, var, "W2", ["01"], dt.date(2022, 2, 16))
     assert counts["recipients"] == {"email": 1, "letter": 0, "total": 1}
-    assert counts["people"]["unreachable"] == 1
+    # Still without a contact: not taken again, so not counted, moved nor audited by W2; their
+    # enrolment stays with W1, the wave that found them unreachable.
+    assert counts["people"]["unreachable"] == 0
     assert states(engine) == {nowhere["nir"]: "planned", still_nowhere["nir"]: "unreachable"}
     with engine.connect() as connection:
         waves = dict(connection.execute(text("SELECT nir, wave_id FROM enrolments")).all())
-    assert waves == {nowhere["nir"]: "W2", still_nowhere["nir"]: "W2"}
+        cohort = connection.execute(text("SELECT nir FROM wave_cohort WHERE wave_id = 'W2'")).scalars().all()
+        audited = connection.execute(
+            text("SELECT COUNT(*) FROM audit_trail WHERE entity = 'enrolment' AND entity_id = :nir"),
+            {"nir": still_nowhere["nir"]},
+        ).scalar_one()
+    assert waves == {nowhere["nir"]: "W2", still_nowhere["nir"]: "W1"}
+    assert cohort == [nowhere["nir"]]
+    assert audited == 1
+    # A third wave: still nothing for them, still one audit row.
+    plan_wave(engine, var, "W3", ["01"], dt.date(2022, 2, 23))
+    with engine.connect() as connection:
+        assert connection.execute(
+            text("SELECT COUNT(*) FROM audit_trail WHERE entity = 'enrolment' AND entity_id = :nir"),
+            {"nir": still_nowhere["nir"]},
+        ).scalar_one() == 1
 
 
 def test_wave_requests_are_checked(engine: Engine) -> None:
