@@ -62,6 +62,7 @@ def send_report(connection: Connection, run_id: str, xcom_returns: dict[str, Any
         "emails_left": left,
         "letters_printed": letters.get("letters_printed", 0),
         "letters_not_printable": letters.get("not_printable", 0),
+        "letters_not_needed": letters.get("not_needed", 0),
         "batches_posted": letters.get("posted_batches", []),
     }
 

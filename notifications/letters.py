@@ -38,6 +38,7 @@ from mes_rollout import evidence
 from mes_rollout.config import Settings
 from mes_rollout.constants import (
     Channel,
+    EnrolmentState,
     FileKind,
     NotificationStatus,
     PrintBatchState,
@@ -66,6 +67,7 @@ class PrintSummary:
     batches: list[str] = field(default_factory=list)
     letters_printed: int = 0
     not_printable: int = 0
+    not_needed: int = 0  # cancelled: everyone it was for activated, died or was told otherwise since
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,6 +83,7 @@ class _PendingLetter:
     address: PostalAddress
     address_returned: bool
     members: tuple[Member, ...]
+    still_waiting: int  # how many of its people it still tells (notifications_pending_letters.sql)
 
 
 def batch_id_for(print_date: dt.date, sequence: int) -> str:
@@ -121,8 +124,13 @@ def print_letters(
             if not pending:
                 return summary
             after = (pending[-1].shard, pending[-1].notification_id)
-            printable = [p for p in pending if not p.address_returned and p.address.is_printable]
-            unprintable = [p for p in pending if p not in printable]
+            unneeded = [p for p in pending if p.still_waiting == 0]
+            if unneeded:
+                _cancel(connection, unneeded, _NOT_NEEDED, run_id)
+                summary.not_needed += len(unneeded)
+            needed = [p for p in pending if p.still_waiting > 0]
+            printable = [p for p in needed if not p.address_returned and p.address.is_printable]
+            unprintable = [p for p in needed if p not in printable]
             if unprintable:
                 _cancel_unprintable(connection, unprintable, run_id)
                 summary.not_printable += len(unprintable)
@@ -156,6 +164,7 @@ def _pending(
             "letter": Channel.LETTER.value,
             "created": Status.CREATED.value,
             "approved": WaveState.APPROVED.value,
+            "planned": EnrolmentState.PLANNED.value,
             "logical_date": logical_date,
             "after_shard": after[0],
             "after_id": after[1],
@@ -174,9 +183,26 @@ def _pending(
             address=address_of(row),
             address_returned=bool(row.address_returned),
             members=tuple(members.get(row.notification_id, ())),
+            still_waiting=int(row.still_waiting),
         )
         for row in rows
     ]
+
+
+_NOT_NEEDED = "nobody it was for still waits for it (space activated, death recorded or told otherwise since)"
+
+
+def _cancel(connection: Connection, letters: list[_PendingLetter], reason: str, run_id: str) -> None:
+    """created -> cancelled, audited, for letters that tell nobody any more; their people's
+    enrolments are left as they are."""
+    dao.transition(
+        connection,
+        [dao.Transition(letter.notification_id, reason=reason) for letter in letters],
+        from_status=Status.CREATED,
+        to_status=Status.CANCELLED,
+        now=_now(),
+        run_id=run_id,
+    )
 
 
 def _cancel_unprintable(connection: Connection, letters: list[_PendingLetter], run_id: str) -> None:

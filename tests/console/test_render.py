@@ -92,7 +92,7 @@ def test_send_json_keeps_its_keys_and_reports_counts(
     assert summary["print_and_post_letters"]["letters_printed"] == 0
     assert summary["report"] == {
         "emails_sent": 0, "emails_bounced": 0, "emails_failed": 0, "emails_deferred": 0, "emails_left": 0,
-        "letters_printed": 0, "letters_not_printable": 0, "batches_posted": [],
+        "letters_printed": 0, "letters_not_printable": 0, "letters_not_needed": 0, "batches_posted": [],
     }
     text = _rendered("send", summary)
     assert "emails sent" in text and "emails bounced" in text and "letters printed" in text

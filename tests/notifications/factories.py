@@ -99,11 +99,12 @@ def create_notification(
             )
             connection.execute(
                 text(
-                    "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, updated_at)"
-                    " VALUES (:nir, :wave, 'planned', :recipient, :hash, :now)"
+                    "INSERT INTO enrolments (nir, wave_id, state, recipient_nir, code_hash, notification_id, updated_at)"
+                    " VALUES (:nir, :wave, 'planned', :recipient, :hash, :id, :now)"
                     " ON CONFLICT (nir) DO NOTHING"
                 ),
                 {
+                    "id": notification_id,
                     "nir": member["nir"],
                     "wave": wave_id,
                     "recipient": recipient["nir"],

@@ -322,3 +322,63 @@ def test_the_return_address_is_set_and_checked_as_a_postal_address() -> None:
     ):
         with pytest.raises(ConfigError, match=problem):
             load_settings({"MES_RETURN_ADDRESS": wrong})
+
+
+def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
+    engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    """Between a letter's queueing (a wave's plan, or an email's fallback) and its printing, its
+    people may activate their space or have their death recorded: a letter nobody still waits
+    for is cancelled; one that still tells somebody is printed."""
+    settings = load_settings()
+    waiting, activated = adult(email=""), adult(email="")
+    died_on_the_day, died_the_day_after = adult(email=""), adult(email="")
+    load_people(engine, tmp_path, [waiting, activated, died_on_the_day, died_the_day_after])
+    parent, kids = family(tmp_path, engine, children=2, email="")
+    wave = create_wave(engine, settings_env)
+    letters = {
+        name: create_notification(engine, settings_env, wave, recipient, members, channel="letter")
+        for name, recipient, members in (
+            ("waiting", waiting, [waiting]),
+            ("activated", activated, [activated]),
+            ("died on the day", died_on_the_day, [died_on_the_day]),
+            ("died the day after", died_the_day_after, [died_the_day_after]),
+            ("family, one child activated", parent, [parent, *kids]),
+        )
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE enrolments SET state = 'created' WHERE nir IN (:a, :b)"),
+            {"a": activated["nir"], "b": kids[0]["nir"]},
+        )
+        # Deaths a later register extract recorded (the print day is 31 January 2022).
+        for person, died in ((died_on_the_day, "2022-01-31"), (died_the_day_after, "2022-02-01")):
+            connection.execute(
+                text("UPDATE persons SET date_deces = :died WHERE nir = :nir"),
+                {"died": dt.date.fromisoformat(died), "nir": person["nir"]},
+            )
+
+    summary = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
+
+    assert summary.not_needed == 2 and summary.letters_printed == 3 and summary.not_printable == 0
+    statuses = dict(fetch(engine, "SELECT notification_id, status FROM notifications"))
+    assert {name: statuses[letter] for name, letter in letters.items()} == {
+        "waiting": "printed",
+        "activated": "cancelled",
+        "died on the day": "cancelled",
+        "died the day after": "printed",
+        "family, one child activated": "printed",
+    }
+    audit = fetch(
+        engine,
+        "SELECT entity_id, from_state, to_state, reason FROM audit_trail WHERE entity = 'notification'"
+        " AND to_state = 'cancelled' ORDER BY entity_id",
+    )
+    assert sorted(row.entity_id for row in audit) == sorted([letters["activated"], letters["died on the day"]])
+    assert all(row.from_state == "created" and row.reason.startswith("nobody it was for still waits") for row in audit)
+    # The people are left as they were: the creation run cancels the enrolment of the dead.
+    states = dict(fetch(engine, "SELECT nir, state FROM enrolments"))
+    assert states[died_on_the_day["nir"]] == "planned" and states[activated["nir"]] == "created"
+    # A second run prints nothing and cancels nothing more.
+    again = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-2")
+    assert (again.letters_printed, again.not_needed, again.batches) == (0, 0, [])
