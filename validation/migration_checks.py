@@ -115,10 +115,20 @@ def chunk_ranges(engine: Engine, run_id: str, max_documents: int) -> list[tuple[
     return ranges
 
 
-def _frames(engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:
+def _frames(
+    engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int]], *, fill: tuple[str, str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """The query's rows, a frame per range of batches; `fill`: (a comment in the query, the SQL
+    put in its place)."""
     import pandas as pd
 
-    sql = text(load_query(query))
+    source = load_query(query)
+    if fill is not None:
+        marker, fragment = fill
+        if marker not in source:
+            raise ValueError(f"{query} has no {marker} to fill")
+        source = source.replace(marker, fragment)
+    sql = text(source)
     for first, last in ranges:
         with engine.connect() as connection:
             result = connection.execute(
@@ -166,11 +176,20 @@ def migrated_frames(
         yield frame
 
 
+# The run's outcomes per document (dmp_id, outcome): committed, or decided for a chunk of batches.
+_COMMITTED_OUTCOMES = "SELECT dmp_id, outcome FROM dmp_document_outcomes WHERE migration_run_id = :run_id"
+_DECIDED_OUTCOMES = (
+    "SELECT dmp_id, outcome FROM migration_decisions"
+    " WHERE run_id = :run_id AND batch_no BETWEEN :first_batch AND :last_batch"
+)
+
+
 def reconciliation_frames(
     engine: Engine, run_id: str, ranges: list[tuple[int, int]], *, committed: bool, totals: dict[str, int]
 ) -> Iterator[pd.DataFrame]:
-    query = "migration_frame_reconciliation_committed.sql" if committed else "migration_frame_reconciliation_decided.sql"
-    for frame in _frames(engine, query, run_id, ranges):
+    outcomes = _COMMITTED_OUTCOMES if committed else _DECIDED_OUTCOMES
+    fill = ("/* the run's outcomes */", outcomes)
+    for frame in _frames(engine, "migration_frame_reconciliation.sql", run_id, ranges, fill=fill):
         for column in ("source", "migrated", "held_back", "skipped"):
             frame[column] = frame[column].astype("int64")
             totals[column] = totals.get(column, 0) + int(frame[column].sum())
