@@ -293,14 +293,10 @@ def load_register(
     now = now or dt.datetime.now(dt.UTC)
     with fastload.FastLoad(engine) as load:
         connection, keys_connection = load.connection, load.side_connection
-        begun = inputs.begin(connection, FileKind.REGISTER, path, run_id, now)
+        begun = inputs.begin(connection, FileKind.REGISTER, path, run_id, now, extracted_on=extracted_on)
         if begun.already_loaded:
             return _summary_of_earlier_load(connection, path, begun.input_file_id)
         input_file_id = begun.input_file_id
-        connection.execute(
-            text("UPDATE input_files SET extracted_on = :extracted_on WHERE id = :id"),
-            {"extracted_on": extracted_on, "id": input_file_id},
-        )
         summary = IntakeSummary(str(path), input_file_id, extracted_on=extracted_on)
         started = time.perf_counter()
         header, batches = read_batches(path, REQUIRED, OPTIONAL, bytes_checked=True)

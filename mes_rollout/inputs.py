@@ -64,15 +64,23 @@ def earlier_load(connection: Connection, input_file_id: int) -> EarlierLoad:
     return EarlierLoad(int(row[0]), int(row[1]), int(row[2]), int(row[3]), reasons)
 
 
-def begin(connection: Connection, kind: FileKind, path: Path, run_id: str, now: dt.datetime) -> Load:
+def begin(
+    connection: Connection,
+    kind: FileKind,
+    path: Path,
+    run_id: str,
+    now: dt.datetime,
+    *,
+    extracted_on: dt.date | None = None,
+) -> Load:
     """Start loading a file, unless a file of the same content (SHA-256) was loaded before: the same
     input applied twice changes nothing the second time. A missing file is left to the reader,
-    which names it."""
+    which names it. `extracted_on`: the day the extract was taken, where the file has one."""
     sha256 = file_sha256(path) if path.is_file() else ""
     earlier = previous_load(connection, kind, sha256) if sha256 else None
     if earlier is not None:
         return Load(earlier, already_loaded=True)
-    return Load(start(connection, kind, path, sha256, run_id, now), already_loaded=False)
+    return Load(start(connection, kind, path, sha256, run_id, now, extracted_on=extracted_on), already_loaded=False)
 
 
 def previous_load(connection: Connection, kind: FileKind, sha256: str) -> int | None:
@@ -84,13 +92,22 @@ def previous_load(connection: Connection, kind: FileKind, sha256: str) -> int | 
     return int(row[0]) if row else None
 
 
-def start(connection: Connection, kind: FileKind, path: Path, sha256: str, run_id: str, now: dt.datetime) -> int:
+def start(
+    connection: Connection,
+    kind: FileKind,
+    path: Path,
+    sha256: str,
+    run_id: str,
+    now: dt.datetime,
+    *,
+    extracted_on: dt.date | None = None,
+) -> int:
     row = connection.execute(
         text(
-            "INSERT INTO input_files (kind, path, sha256, run_id, loaded_at)"
-            " VALUES (:kind, :path, :sha, :run_id, :now) RETURNING id"
+            "INSERT INTO input_files (kind, path, sha256, run_id, loaded_at, extracted_on)"
+            " VALUES (:kind, :path, :sha, :run_id, :now, :extracted_on) RETURNING id"
         ),
-        {"kind": kind.value, "path": str(path), "sha": sha256, "run_id": run_id, "now": now},
+        {"kind": kind.value, "path": str(path), "sha": sha256, "run_id": run_id, "now": now, "extracted_on": extracted_on},
     ).one()
     return int(row[0])
 
