@@ -108,30 +108,36 @@ def airflow_home() -> Path:
 
 # A test that hangs: pytest-timeout (pyproject.toml, 600 s) ends its worker, and under xdist the
 # worker's stderr, where it prints the threads' stacks, is lost. So each test's stacks are written
-# a minute earlier to a file of its worker, and the run's summary prints every such file.
+# a minute earlier to a file in a folder of this run (var/test-hangs/<run>, named to the workers
+# through MES_TEST_HANG_DIR; a pytest a test starts makes its own), and the summary prints them.
 _HANG_DUMP_AFTER = 540.0
-
-
-def _hang_folder(config: pytest.Config) -> Path:
-    return Path(config.rootpath) / "var" / "test-hangs"
+_HANG_DIR = "MES_TEST_HANG_DIR"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): a clean slate
-        folder = _hang_folder(config)
-        if folder.is_dir():
-            for stale in folder.glob("*.txt"):
-                stale.unlink()
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        folder = Path(config.rootpath) / "var" / "test-hangs" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[_HANG_DIR] = str(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        folder = Path(os.environ.get(_HANG_DIR, ""))
+        if folder.name and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     import faulthandler
 
+    folder = Path(os.environ.get(_HANG_DIR, "")) if os.environ.get(_HANG_DIR) else None
+    if folder is None or not folder.is_dir():
+        yield
+        return
     timeout = item.config.getini("timeout")
     after = min(_HANG_DUMP_AFTER, float(timeout) * 0.9) if timeout else _HANG_DUMP_AFTER
-    folder = _hang_folder(item.config)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.txt"
     with path.open("w", encoding="utf-8") as dump:
         dump.write(f"{item.nodeid} still running after {after:.0f} s; every thread's stack:\n")
@@ -142,13 +148,16 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             yield
         finally:
             faulthandler.cancel_dump_traceback_later()
-    if path.stat().st_size <= header:  # nothing dumped: the test ended in time
-        path.unlink()
+    try:
+        if path.stat().st_size <= header:  # nothing dumped: the test ended in time
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    folder = _hang_folder(config)
-    dumps = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    folder = Path(os.environ.get(_HANG_DIR, "")) if os.environ.get(_HANG_DIR) else None
+    dumps = sorted(folder.glob("*.txt")) if folder is not None and folder.is_dir() else []
     for dump in dumps:
         terminalreporter.section(f"hung test ({dump.name})")
         terminalreporter.write(dump.read_text(encoding="utf-8", errors="replace")[-20000:] + "\n")
