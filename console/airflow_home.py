@@ -14,6 +14,9 @@ PLUGINS_FOLDER = PROJECT_ROOT / "plugins"  # the Rollout page and the Wave view 
 AIRFLOW_CONFIG = PROJECT_ROOT / "airflow.cfg"
 
 
+# Creating a metadata database takes under a minute; a migration that waits longer is stuck.
+_MIGRATE_TIMEOUT = 900
+
 def airflow_environment(home: Path) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
@@ -43,5 +46,6 @@ def prepare(home: Path) -> None:
             env={**os.environ, **environment},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            timeout=_MIGRATE_TIMEOUT,
         )
         marker.touch()

@@ -139,9 +139,9 @@ def _repository_files() -> list[Path]:
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT, capture_output=True, check=True,
+            cwd=ROOT, capture_output=True, check=True, timeout=60,
         ).stdout  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         pytest.skip("not a git working tree: no list of the repository's files")
     names = sorted({name for name in listed.decode("utf-8").split("\0") if name})
     return [ROOT / name for name in names if not name.startswith(".git/") and (ROOT / name).is_file()]

@@ -25,6 +25,7 @@ def _run_suite_part(require: bool) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
 
 

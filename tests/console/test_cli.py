@@ -62,6 +62,7 @@ def test_an_unreadable_file_exits_2_naming_file_and_line(settings_env: Path, tmp
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
     assert completed.returncode == 2
     assert f"{path}, line 1: missing column(s)" in completed.stderr
