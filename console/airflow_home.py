@@ -12,10 +12,9 @@ from mes_rollout.config import PROJECT_ROOT
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 PLUGINS_FOLDER = PROJECT_ROOT / "plugins"  # the Rollout page and the Wave view (plugins/mes_rollout_ui.py)
 AIRFLOW_CONFIG = PROJECT_ROOT / "airflow.cfg"
-
-
 # Creating a metadata database takes under a minute; a migration that waits longer is stuck.
 _MIGRATE_TIMEOUT = 900
+
 
 def airflow_environment(home: Path) -> dict[str, str]:
     return {
