@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, text
 
-from mes_rollout.constants import Channel, NotificationStatus, WaveState
+from mes_rollout.constants import Channel, EnrolmentState, NotificationStatus, WaveState
 from mes_rollout.db import analyze, as_date, by_key, load_query
 from notifications import statuses
 from notifications.render import Member
@@ -206,6 +206,26 @@ def members_of(connection: Connection, notification_ids: Sequence[str]) -> dict[
     for part in chunked(list(notification_ids)):
         for row in connection.execute(query, {"ids": list(part)}):
             found.setdefault(row.notification_id, []).append(Member(row.nir, row.prenom, row.nom))
+    return found
+
+
+def still_told(connection: Connection, notification_ids: Sequence[str], day: dt.date) -> dict[str, int]:
+    """How many of each message's people it still tells on `day`: their enrolment planned and
+    naming this message, no death recorded on or before `day`. A message absent from the answer
+    tells nobody any more (its people activated their space, died, or are told by another one).
+    One grouped lookup per chunk of messages, on the members' keys: never a query per message."""
+    found: dict[str, int] = {}
+    query = text(
+        "SELECT m.notification_id, COUNT(*) AS people FROM notification_members m"
+        " JOIN enrolments e ON e.nir = m.nir AND e.notification_id = m.notification_id"
+        " JOIN persons p ON p.nir = m.nir"
+        " WHERE m.notification_id IN :ids AND e.state = :planned"
+        " AND (p.date_deces IS NULL OR p.date_deces > :day)"
+        " GROUP BY m.notification_id"
+    ).bindparams(bindparam("ids", expanding=True))
+    for part in chunked(list(notification_ids)):
+        for row in connection.execute(query, {"ids": list(part), "planned": EnrolmentState.PLANNED.value, "day": day}):
+            found[row.notification_id] = int(row.people)
     return found
 
 

@@ -38,7 +38,6 @@ from mes_rollout import evidence
 from mes_rollout.config import Settings
 from mes_rollout.constants import (
     Channel,
-    EnrolmentState,
     FileKind,
     NotificationStatus,
     PrintBatchState,
@@ -83,7 +82,7 @@ class _PendingLetter:
     address: PostalAddress
     address_returned: bool
     members: tuple[Member, ...]
-    still_waiting: int  # how many of its people it still tells (notifications_pending_letters.sql)
+    still_waiting: int  # how many of its people it still tells (notifications.dao.still_told)
 
 
 def batch_id_for(print_date: dt.date, sequence: int) -> str:
@@ -164,7 +163,6 @@ def _pending(
             "letter": Channel.LETTER.value,
             "created": Status.CREATED.value,
             "approved": WaveState.APPROVED.value,
-            "planned": EnrolmentState.PLANNED.value,
             "logical_date": logical_date,
             "after_shard": after[0],
             "after_id": after[1],
@@ -172,7 +170,9 @@ def _pending(
             "limit": limit,
         },
     ).all()
-    members = dao.members_of(connection, [row.notification_id for row in rows])
+    ids = [row.notification_id for row in rows]
+    members = dao.members_of(connection, ids)
+    waiting = dao.still_told(connection, ids, logical_date)
     return [
         _PendingLetter(
             notification_id=row.notification_id,
@@ -183,7 +183,7 @@ def _pending(
             address=address_of(row),
             address_returned=bool(row.address_returned),
             members=tuple(members.get(row.notification_id, ())),
-            still_waiting=int(row.still_waiting),
+            still_waiting=waiting.get(row.notification_id, 0),
         )
         for row in rows
     ]

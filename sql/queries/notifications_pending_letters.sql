@@ -3,22 +3,10 @@
 -- stands either the next page of letters no print batch has claimed (keyset pagination on the
 -- pending index; on PostgreSQL locked FOR UPDATE SKIP LOCKED, so that a concurrent run passes
 -- them over) or the letters of one claimed batch (to write it again after a crash).
--- still_waiting: how many of the letter's people it still tells (their enrolment planned and
--- pointing at this letter, no death recorded by the run's day). A letter queued for people who
--- since activated their space, had their death recorded or were told otherwise tells nobody:
--- letters.py cancels it instead of printing it.
 SELECT n.notification_id, n.reference, n.shard, n.wave_id, n.recipient_nir, n.send_date,
        r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom, r.sexe,
        r.adresse_ligne2, r.adresse_ligne3, r.adresse_ligne4, r.adresse_ligne5, r.code_postal, r.commune,
-       r.address_returned,
-       (SELECT COUNT(*)
-        FROM notification_members AS m
-        JOIN enrolments AS e ON e.nir = m.nir
-        JOIN persons AS p ON p.nir = m.nir
-        WHERE m.notification_id = n.notification_id
-          AND e.notification_id = n.notification_id
-          AND e.state = :planned
-          AND (p.date_deces IS NULL OR p.date_deces > :logical_date)) AS still_waiting
+       r.address_returned
 FROM notifications n
 JOIN waves w ON w.wave_id = n.wave_id
 JOIN persons r ON r.nir = n.recipient_nir
