@@ -238,6 +238,7 @@ class UnreachableReason(StrEnum):
     EMAIL_FAILED_NO_ADDRESS = "EMAIL_FAILED_NO_ADDRESS"  # the email failed and no printable address
     ADDRESS_NOT_PRINTABLE = "ADDRESS_NOT_PRINTABLE"  # a letter was due but the address cannot be printed
     LETTER_RETURNED = "LETTER_RETURNED"  # NPAI: n'habite pas à l'adresse indiquée
+    RECIPIENT_DECEASED = "RECIPIENT_DECEASED"  # the representative a letter was addressed to died before it went
 
 
 class PrintBatchState(StrEnum):

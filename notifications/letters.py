@@ -81,6 +81,7 @@ class _PendingLetter:
     recipient: Member
     address: PostalAddress
     address_returned: bool
+    recipient_died: dt.date | None
     members: tuple[Member, ...]
     still_waiting: int  # how many of its people it still tells (notifications.dao.still_told)
 
@@ -128,6 +129,13 @@ def print_letters(
                 _cancel(connection, unneeded, _NOT_NEEDED, run_id)
                 summary.not_needed += len(unneeded)
             needed = [p for p in pending if p.still_waiting > 0]
+            # A representative who died: the people they stood for are unreachable until the
+            # register names another (the weekly wave then tells them through the new one).
+            orphaned = [p for p in needed if p.recipient_died is not None and p.recipient_died <= logical_date]
+            if orphaned:
+                _cancel_unprintable(connection, orphaned, run_id, recipient_deceased=True)
+                summary.not_printable += len(orphaned)
+            needed = [p for p in needed if p not in orphaned]
             printable = [p for p in needed if not p.address_returned and p.address.is_printable]
             unprintable = [p for p in needed if p not in printable]
             if unprintable:
@@ -182,6 +190,7 @@ def _pending(
             recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             address=address_of(row),
             address_returned=bool(row.address_returned),
+            recipient_died=as_date(row.recipient_died) if row.recipient_died is not None else None,
             members=tuple(members.get(row.notification_id, ())),
             still_waiting=waiting.get(row.notification_id, 0),
         )
@@ -205,10 +214,19 @@ def _cancel(connection: Connection, letters: list[_PendingLetter], reason: str, 
     )
 
 
-def _cancel_unprintable(connection: Connection, letters: list[_PendingLetter], run_id: str) -> None:
+def _cancel_unprintable(
+    connection: Connection, letters: list[_PendingLetter], run_id: str, *, recipient_deceased: bool = False
+) -> None:
+    """created -> cancelled, and the people left unreachable: the address cannot carry the letter,
+    or (`recipient_deceased`) the representative it was addressed to died."""
     now = _now()
     for letter in letters:
-        reason = "address returned (NPAI)" if letter.address_returned else "; ".join(letter.address.problems)
+        if recipient_deceased:
+            reason, unreachable = "the recipient (a representative) died", UnreachableReason.RECIPIENT_DECEASED
+        elif letter.address_returned:
+            reason, unreachable = "address returned (NPAI)", UnreachableReason.ADDRESS_NOT_PRINTABLE
+        else:
+            reason, unreachable = "; ".join(letter.address.problems), UnreachableReason.ADDRESS_NOT_PRINTABLE
         moved = dao.transition(
             connection,
             [dao.Transition(letter.notification_id, reason=reason)],
@@ -218,9 +236,7 @@ def _cancel_unprintable(connection: Connection, letters: list[_PendingLetter], r
             run_id=run_id,
         )
         if moved:
-            mark_unreachable(
-                connection, letter.notification_id, UnreachableReason.ADDRESS_NOT_PRINTABLE, run_id=run_id, now=now
-            )
+            mark_unreachable(connection, letter.notification_id, unreachable, run_id=run_id, now=now)
 
 
 _NEXT_SEQUENCE = text(

@@ -6,7 +6,7 @@
 SELECT n.notification_id, n.reference, n.shard, n.wave_id, n.recipient_nir, n.send_date,
        r.prenom, COALESCE(r.nom_usage, r.nom_naissance) AS nom, r.sexe,
        r.adresse_ligne2, r.adresse_ligne3, r.adresse_ligne4, r.adresse_ligne5, r.code_postal, r.commune,
-       r.address_returned
+       r.address_returned, r.date_deces AS recipient_died
 FROM notifications n
 JOIN waves w ON w.wave_id = n.wave_id
 JOIN persons r ON r.nir = n.recipient_nir

@@ -335,6 +335,7 @@ def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
     died_on_the_day, died_the_day_after = adult(email=""), adult(email="")
     load_people(engine, tmp_path, [waiting, activated, died_on_the_day, died_the_day_after])
     parent, kids = family(tmp_path, engine, children=2, email="")
+    widowed_parent, [orphan] = family(tmp_path, engine, children=1, email="")
     wave = create_wave(engine, settings_env)
     letters = {
         name: create_notification(engine, settings_env, wave, recipient, members, channel="letter")
@@ -344,6 +345,7 @@ def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
             ("died on the day", died_on_the_day, [died_on_the_day]),
             ("died the day after", died_the_day_after, [died_the_day_after]),
             ("family, one child activated", parent, [parent, *kids]),
+            ("to a representative who died", widowed_parent, [orphan]),
         )
     }
     with engine.begin() as connection:
@@ -352,7 +354,9 @@ def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
             {"a": activated["nir"], "b": kids[0]["nir"]},
         )
         # Deaths a later register extract recorded (the print day is 31 January 2022).
-        for person, died in ((died_on_the_day, "2022-01-31"), (died_the_day_after, "2022-02-01")):
+        for person, died in (
+            (died_on_the_day, "2022-01-31"), (died_the_day_after, "2022-02-01"), (widowed_parent, "2022-01-30"),
+        ):
             connection.execute(
                 text("UPDATE persons SET date_deces = :died WHERE nir = :nir"),
                 {"died": dt.date.fromisoformat(died), "nir": person["nir"]},
@@ -360,7 +364,7 @@ def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
 
     summary = print_letters(engine, settings, logical_date=SEND_DAY, run_id="print-1")
 
-    assert summary.not_needed == 2 and summary.letters_printed == 3 and summary.not_printable == 0
+    assert summary.not_needed == 2 and summary.letters_printed == 3 and summary.not_printable == 1
     statuses = dict(fetch(engine, "SELECT notification_id, status FROM notifications"))
     assert {name: statuses[letter] for name, letter in letters.items()} == {
         "waiting": "printed",
@@ -368,14 +372,22 @@ def test_a_queued_letter_that_tells_nobody_any_more_is_cancelled_not_printed(
         "died on the day": "cancelled",
         "died the day after": "printed",
         "family, one child activated": "printed",
+        "to a representative who died": "cancelled",
     }
     audit = fetch(
         engine,
         "SELECT entity_id, from_state, to_state, reason FROM audit_trail WHERE entity = 'notification'"
         " AND to_state = 'cancelled' ORDER BY entity_id",
     )
-    assert sorted(row.entity_id for row in audit) == sorted([letters["activated"], letters["died on the day"]])
-    assert all(row.from_state == "created" and row.reason.startswith("nobody it was for still waits") for row in audit)
+    reasons = {row.entity_id: row.reason for row in audit}
+    assert sorted(reasons) == sorted([letters["activated"], letters["died on the day"], letters["to a representative who died"]])
+    assert all(row.from_state == "created" for row in audit)
+    assert reasons[letters["activated"]].startswith("nobody it was for still waits")
+    assert reasons[letters["died on the day"]].startswith("nobody it was for still waits")
+    assert reasons[letters["to a representative who died"]] == "the recipient (a representative) died"
+    # The child whose representative died waits, unreachable, for the register to name another.
+    [orphaned] = fetch(engine, "SELECT state, state_reason FROM enrolments WHERE nir = :nir", nir=orphan["nir"])
+    assert (orphaned.state, orphaned.state_reason) == ("unreachable", "RECIPIENT_DECEASED")
     # The people are left as they were: the creation run cancels the enrolment of the dead.
     states = dict(fetch(engine, "SELECT nir, state FROM enrolments"))
     assert states[died_on_the_day["nir"]] == "planned" and states[activated["nir"]] == "created"
