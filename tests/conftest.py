@@ -21,6 +21,9 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mes-airflow-test-"))
 from console.airflow_home import airflow_environment  # noqa: E402
 
 os.environ.update(airflow_environment(_AIRFLOW_HOME))
+# A statement a test leaves waiting on a lock fails within minutes, naming the statement, instead of
+# the hour production allows (MES_STATEMENT_TIMEOUT): no test statement takes more than seconds.
+os.environ.setdefault("MES_STATEMENT_TIMEOUT", "300")
 
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
