@@ -77,7 +77,25 @@ IN_FLIGHT_PER_CONNECTION = 200
 # recorded once all are back, or every _RECORD_AT_MOST_AFTER seconds while retries are waiting.
 _TICK_SECONDS = 0.005
 _RECORD_AT_MOST_AFTER = 0.2
+# A task still running this long after it was cancelled is cancelled again (stop_tasks).
+_CANCEL_AGAIN_AFTER = 0.5
 Status = NotificationStatus
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and return once every one has ended. Python 3.11's asyncio.wait_for, which
+    aiosmtplib's connect runs in, loses a cancellation that lands as the call it waits for ends
+    (a refused connection, say): the worker then goes back to wait on its queue for ever, and the
+    sender with it. A task still running a moment after its cancellation is cancelled again."""
+    for task in tasks:
+        task.cancel()
+    running = set(tasks)
+    while running:
+        _, running = await asyncio.wait(running, timeout=_CANCEL_AGAIN_AFTER)
+        for task in running:
+            log.debug("a sending task outlived its cancellation; cancelling it again")
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def in_flight_limit(connections: int) -> int:
@@ -220,9 +238,7 @@ class EmailSender:
         try:
             await self._produce()
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await stop_tasks(workers)
             await client.close()
             await asyncio.to_thread(self._release)
         if self._state.fatal is not None:
