@@ -206,9 +206,15 @@ def render_schema_sql(sql: str, dialect: str) -> list[str]:
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
-def load_query(name: str) -> str:
-    """The text of a set-based query kept under sql/queries/."""
-    return (QUERIES_DIR / name).read_text(encoding="utf-8")
+def load_query(name: str, fill: dict[str, str] | None = None) -> str:
+    """The text of a set-based query kept under sql/queries/; `fill`: each marker the query holds
+    (a comment such as `/* which letters */`) and the SQL put in its place."""
+    source = (QUERIES_DIR / name).read_text(encoding="utf-8")
+    for marker, fragment in (fill or {}).items():
+        if marker not in source:
+            raise ValueError(f"{name} has no {marker} to fill")
+        source = source.replace(marker, fragment)
+    return source
 
 
 def upgrade(engine: Engine) -> list[int]:

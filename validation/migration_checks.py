@@ -115,20 +115,11 @@ def chunk_ranges(engine: Engine, run_id: str, max_documents: int) -> list[tuple[
     return ranges
 
 
-def _frames(
-    engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int]], *, fill: tuple[str, str] | None = None
-) -> Iterator[pd.DataFrame]:
-    """The query's rows, a frame per range of batches; `fill`: (a comment in the query, the SQL
-    put in its place)."""
+def _frames(engine: Engine, query: str, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:
+    """The rows of the query's text, a frame per range of batches."""
     import pandas as pd
 
-    source = load_query(query)
-    if fill is not None:
-        marker, fragment = fill
-        if marker not in source:
-            raise ValueError(f"{query} has no {marker} to fill")
-        source = source.replace(marker, fragment)
-    sql = text(source)
+    sql = text(query)
     for first, last in ranges:
         with engine.connect() as connection:
             result = connection.execute(
@@ -142,7 +133,7 @@ def _frames(
 
 
 def staged_frames(engine: Engine, run_id: str, ranges: list[tuple[int, int]]) -> Iterator[pd.DataFrame]:
-    for frame in _frames(engine, "migration_frame_staged.sql", run_id, ranges):
+    for frame in _frames(engine, load_query("migration_frame_staged.sql"), run_id, ranges):
         frame["size"] = frame["size"].astype("int64")
         frame["type_class"] = frame["type_code"] + "/" + frame["class_code"]
         yield frame
@@ -157,7 +148,7 @@ def migrated_frames(
     """
     import pandas as pd
 
-    for frame in _frames(engine, "migration_frame_migrated.sql", run_id, ranges):
+    for frame in _frames(engine, load_query("migration_frame_migrated.sql"), run_id, ranges):
         frame["space"] = pd.factorize(frame["nir"])[0]
         frame = frame.drop(columns=["nir"])
         for column in ("size", "source_size"):
@@ -188,8 +179,8 @@ def reconciliation_frames(
     engine: Engine, run_id: str, ranges: list[tuple[int, int]], *, committed: bool, totals: dict[str, int]
 ) -> Iterator[pd.DataFrame]:
     outcomes = _COMMITTED_OUTCOMES if committed else _DECIDED_OUTCOMES
-    fill = ("/* the run's outcomes */", outcomes)
-    for frame in _frames(engine, "migration_frame_reconciliation.sql", run_id, ranges, fill=fill):
+    query = load_query("migration_frame_reconciliation.sql", fill={"/* the run's outcomes */": outcomes})
+    for frame in _frames(engine, query, run_id, ranges):
         for column in ("source", "migrated", "held_back", "skipped"):
             frame[column] = frame[column].astype("int64")
             totals[column] = totals.get(column, 0) + int(frame[column].sum())
