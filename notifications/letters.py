@@ -81,7 +81,7 @@ class _PendingLetter:
     recipient: Member
     address: PostalAddress
     address_returned: bool
-    recipient_died: dt.date | None
+    recipient_deceased: bool  # the person it is addressed to (a representative) died by the print day
     members: tuple[Member, ...]
     still_waiting: int  # how many of its people it still tells (notifications.dao.still_told)
 
@@ -126,17 +126,14 @@ def print_letters(
             after = (pending[-1].shard, pending[-1].notification_id)
             unneeded = [p for p in pending if p.still_waiting == 0]
             if unneeded:
-                _cancel(connection, unneeded, _NOT_NEEDED, run_id)
+                _cancel(connection, unneeded, lambda _: _NOT_NEEDED, run_id)
                 summary.not_needed += len(unneeded)
             needed = [p for p in pending if p.still_waiting > 0]
-            # A representative who died: the people they stood for are unreachable until the
-            # register names another (the weekly wave then tells them through the new one).
-            orphaned = [p for p in needed if p.recipient_died is not None and p.recipient_died <= logical_date]
-            if orphaned:
-                _cancel_unprintable(connection, orphaned, run_id, recipient_deceased=True)
-                summary.not_printable += len(orphaned)
-            needed = [p for p in needed if p not in orphaned]
-            printable = [p for p in needed if not p.address_returned and p.address.is_printable]
+            # A dead representative cannot be written to: the people they stood for are unreachable
+            # until the register names another (the weekly wave then tells them through that one).
+            printable = [
+                p for p in needed if not p.recipient_deceased and not p.address_returned and p.address.is_printable
+            ]
             unprintable = [p for p in needed if p not in printable]
             if unprintable:
                 _cancel_unprintable(connection, unprintable, run_id)
@@ -154,17 +151,15 @@ def _pending(
 ) -> list[_PendingLetter]:
     """The next letters no batch has claimed, after `after` (locked on PostgreSQL), or the
     letters claimed by `batch_id`."""
-    sql = load_query("notifications_pending_letters.sql")
-    if batch_id is None:
-        sql = sql.replace(
-            "/* which letters */",
-            "AND n.print_batch IS NULL AND (n.shard, n.notification_id) > (:after_shard, :after_id)",
-        )
-        if connection.dialect.name == "postgresql":
-            # Letters a concurrent run is claiming are passed over (SQLite: one writer at a time).
-            sql += "\nFOR UPDATE OF n SKIP LOCKED"
-    else:
-        sql = sql.replace("/* which letters */", "AND n.print_batch = :batch_id")
+    which = (
+        "AND n.print_batch IS NULL AND (n.shard, n.notification_id) > (:after_shard, :after_id)"
+        if batch_id is None
+        else "AND n.print_batch = :batch_id"
+    )
+    sql = load_query("notifications_pending_letters.sql", fill={"/* which letters */": which})
+    if batch_id is None and connection.dialect.name == "postgresql":
+        # Letters a concurrent run is claiming are passed over (SQLite: one writer at a time).
+        sql += "\nFOR UPDATE OF n SKIP LOCKED"
     rows = connection.execute(
         text(sql),
         {
@@ -190,7 +185,7 @@ def _pending(
             recipient=Member(row.recipient_nir, row.prenom, row.nom, row.sexe),
             address=address_of(row),
             address_returned=bool(row.address_returned),
-            recipient_died=as_date(row.recipient_died) if row.recipient_died is not None else None,
+            recipient_deceased=_died_by(as_date(row.recipient_died), logical_date),
             members=tuple(members.get(row.notification_id, ())),
             still_waiting=waiting.get(row.notification_id, 0),
         )
@@ -198,15 +193,20 @@ def _pending(
     ]
 
 
+def _died_by(death: dt.date | None, day: dt.date) -> bool:
+    return death is not None and death <= day
+
+
 _NOT_NEEDED = "nobody it was for still waits for it (space activated, death recorded or told otherwise since)"
 
 
-def _cancel(connection: Connection, letters: list[_PendingLetter], reason: str, run_id: str) -> None:
-    """created -> cancelled, audited, for letters that tell nobody any more; their people's
-    enrolments are left as they are."""
-    dao.transition(
+def _cancel(
+    connection: Connection, letters: list[_PendingLetter], reason: Callable[[_PendingLetter], str], run_id: str
+) -> list[str]:
+    """created -> cancelled, audited with each letter's reason; returns the ids moved."""
+    return dao.transition(
         connection,
-        [dao.Transition(letter.notification_id, reason=reason) for letter in letters],
+        [dao.Transition(letter.notification_id, reason=reason(letter)) for letter in letters],
         from_status=Status.CREATED,
         to_status=Status.CANCELLED,
         now=_now(),
@@ -214,28 +214,22 @@ def _cancel(connection: Connection, letters: list[_PendingLetter], reason: str, 
     )
 
 
-def _cancel_unprintable(
-    connection: Connection, letters: list[_PendingLetter], run_id: str, *, recipient_deceased: bool = False
-) -> None:
-    """created -> cancelled, and the people left unreachable: the address cannot carry the letter,
-    or (`recipient_deceased`) the representative it was addressed to died."""
+def _why_unprintable(letter: _PendingLetter) -> str:
+    if letter.recipient_deceased:
+        return "the recipient (a representative) died"
+    return "address returned (NPAI)" if letter.address_returned else "; ".join(letter.address.problems)
+
+
+def _cancel_unprintable(connection: Connection, letters: list[_PendingLetter], run_id: str) -> None:
+    """created -> cancelled, and the people left unreachable: the representative it was addressed to
+    died, or the address cannot carry the letter."""
     now = _now()
+    moved = set(_cancel(connection, letters, _why_unprintable, run_id))
     for letter in letters:
-        if recipient_deceased:
-            reason, unreachable = "the recipient (a representative) died", UnreachableReason.RECIPIENT_DECEASED
-        elif letter.address_returned:
-            reason, unreachable = "address returned (NPAI)", UnreachableReason.ADDRESS_NOT_PRINTABLE
-        else:
-            reason, unreachable = "; ".join(letter.address.problems), UnreachableReason.ADDRESS_NOT_PRINTABLE
-        moved = dao.transition(
-            connection,
-            [dao.Transition(letter.notification_id, reason=reason)],
-            from_status=Status.CREATED,
-            to_status=Status.CANCELLED,
-            now=now,
-            run_id=run_id,
-        )
-        if moved:
+        if letter.notification_id in moved:
+            unreachable = (
+                UnreachableReason.RECIPIENT_DECEASED if letter.recipient_deceased else UnreachableReason.ADDRESS_NOT_PRINTABLE
+            )
             mark_unreachable(connection, letter.notification_id, unreachable, run_id=run_id, now=now)
 
 
