@@ -117,6 +117,12 @@ _HANG_DUMP_AFTER = 540.0
 _HANG_DIR = "MES_TEST_HANG_DIR"
 
 
+def _hang_folder() -> Path | None:
+    """This run's folder of hang dumps, where the controller made one."""
+    named = os.environ.get(_HANG_DIR)
+    return Path(named) if named and Path(named).is_dir() else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
         folder = Path(config.rootpath) / "var" / "test-hangs" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -125,18 +131,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):
-        folder = Path(os.environ.get(_HANG_DIR, ""))
-        if folder.name and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    folder = _hang_folder()
+    if not hasattr(config, "workerinput") and folder is not None and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     import faulthandler
 
-    folder = Path(os.environ.get(_HANG_DIR, "")) if os.environ.get(_HANG_DIR) else None
-    if folder is None or not folder.is_dir():
+    folder = _hang_folder()
+    if folder is None:
         yield
         return
     timeout = item.config.getini("timeout")
@@ -159,8 +164,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    folder = Path(os.environ.get(_HANG_DIR, "")) if os.environ.get(_HANG_DIR) else None
-    dumps = sorted(folder.glob("*.txt")) if folder is not None and folder.is_dir() else []
+    folder = _hang_folder()
+    dumps = sorted(folder.glob("*.txt")) if folder is not None else []
     for dump in dumps:
         terminalreporter.section(f"hung test ({dump.name})")
         terminalreporter.write(dump.read_text(encoding="utf-8", errors="replace")[-20000:] + "\n")
